@@ -1,0 +1,5 @@
+"""Placeholder replaced below."""
+def load(path):
+    raise NotImplementedError
+def save(model, path):
+    raise NotImplementedError

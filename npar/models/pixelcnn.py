@@ -1,0 +1,403 @@
+"""PixelCNN (van den Oord et al. 2016a) and Gated PixelCNN (2016b).
+
+Both models map uint8 images ``x`` ``(N, C, H, W)`` to logits
+``(N, C, H, W, V)``: a categorical distribution over the ``V = 256`` levels
+of every sub-pixel, each conditioned only on the sub-pixels before it in
+raster order (and, for colour images, on the earlier colours of the same
+pixel). The log-likelihood of an image is
+
+.. math::  \\log p(x) = \\sum_{c, i, j} \\log \\mathrm{softmax}(
+           z_{c i j})_{x_{c i j}},
+
+and bits per dimension is ``-log p(x) / (C H W log 2)``.
+"""
+
+import numpy as np
+
+from npar.nn.layers import Conv2d, Dense, shift_down_backward, shift_down_forward
+from npar.ops.activations import (
+    gate_backward,
+    gate_forward,
+    relu_backward,
+    relu_forward,
+)
+from npar.ops.masks import causal_mask, centred_padding, channel_groups
+from npar.ops.softmax import (
+    log_softmax,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
+
+LEVELS = 256
+
+
+def check_images(x, channels, levels=LEVELS):
+    """Raise a clear error unless ``x`` is an integer ``(N, C, H, W)`` image
+    batch with ``C = channels`` and values in ``0..levels-1``."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"images must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype.kind not in "iu":
+        raise TypeError(
+            f"images must be integers in 0..{levels - 1} (uint8), got dtype "
+            f"{x.dtype}; scale float images with (x * 255).round().astype('uint8')"
+        )
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(
+            f"images must have shape (N, {channels}, H, W), got {x.shape}"
+        )
+    if x.size and (x.min() < 0 or x.max() >= levels):
+        raise ValueError(
+            f"image values must lie in 0..{levels - 1}, got values from "
+            f"{x.min()} to {x.max()}"
+        )
+    return x
+
+
+class _ImageModel:
+    """What the two PixelCNNs share: input scaling, the output head, the loss.
+
+    Subclasses define ``self.layers`` (all parameterised layers, for
+    :meth:`init_params`) and ``_body_forward/_body_backward`` mapping the
+    scaled input to a feature map ``(F, N, H, W)``. Inside the models every
+    map is kept channels-first, ``(C, N, H, W)``, so that each convolution
+    is one matrix product with no transposes.
+    """
+
+    kind = None
+
+    def __init__(self, config, params=None, seed=0):
+        self.config = dict(config)
+        self.image_channels = self.config["image_channels"]
+        self.levels = self.config.get("levels", LEVELS)
+        self._build()
+        self.params = self.init_params(seed) if params is None else params
+        self._check_params()
+
+    # ---- parameters -------------------------------------------------------
+
+    def init_params(self, seed=0, dtype=np.float32):
+        """Fresh parameters from ``numpy.random.default_rng(seed)``."""
+        rng = np.random.default_rng(seed)
+        params = {}
+        for layer in self.layers:
+            params.update(layer.init(rng, dtype))
+        return params
+
+    def _check_params(self):
+        expected = self.init_params(0).keys()
+        missing = sorted(set(expected) - set(self.params))
+        extra = sorted(set(self.params) - set(expected))
+        if missing or extra:
+            raise ValueError(
+                f"parameters do not match a {self.kind} with config "
+                f"{self.config}: missing {missing}, unexpected {extra}"
+            )
+        shapes = {k: v.shape for k, v in self.init_params(0).items()}
+        for name, value in self.params.items():
+            if value.shape != shapes[name]:
+                raise ValueError(
+                    f"parameter {name} has shape {value.shape}, this config "
+                    f"needs {shapes[name]}"
+                )
+
+    @property
+    def dtype(self):
+        return next(iter(self.params.values())).dtype
+
+    def astype(self, dtype):
+        """A copy of the model with parameters in ``dtype`` (float64 for
+        gradient checks)."""
+        params = {k: v.astype(dtype) for k, v in self.params.items()}
+        return type(self)(self.config, params)
+
+    def n_params(self):
+        """Number of trainable scalars (masked taps included)."""
+        return int(sum(v.size for v in self.params.values()))
+
+    # ---- forward and backward ---------------------------------------------
+
+    def _scale(self, x):
+        # Map levels 0..V-1 to [-1, 1], in the (C, N, H, W) layout used inside.
+        scaled = x.astype(self.dtype) * (2.0 / (self.levels - 1)) - 1.0
+        return np.ascontiguousarray(scaled.transpose(1, 0, 2, 3))
+
+    def _head_layers(self, features):
+        groups = self.image_channels
+        hidden = self.config["head_channels"]
+        out = self.image_channels * self.levels
+        in_g = channel_groups(features, groups)
+        mid_g = channel_groups(hidden, groups)
+        out_g = np.repeat(np.arange(groups), self.levels)
+        m1 = causal_mask((hidden, features, 1, 1), "B", mid_g, in_g)[:, :, 0, 0]
+        m2 = causal_mask((out, hidden, 1, 1), "B", out_g, mid_g)[:, :, 0, 0]
+        masked = groups > 1
+        return (Dense("head1", features, hidden, m1 if masked else None),
+                Dense("head2", hidden, out, m2 if masked else None))
+
+    def forward(self, params, x):
+        """Logits of every sub-pixel.
+
+        Args:
+            params: the parameter dict.
+            x: ``(N, C, H, W)`` integer images.
+
+        Returns:
+            logits: ``(N H W, C V)`` rows (one row per pixel, the ``V``
+            levels of colour ``c`` in columns ``c V .. c V + V - 1``), and
+            the cache for :meth:`backward`.
+        """
+        features, body_cache = self._body_forward(params, self._scale(x))
+        shape = features.shape
+        head1, head2 = self.head
+
+        a, relu1_cache = relu_forward(features)
+        rows = a.reshape(shape[0], -1).T
+        hidden, head1_cache = head1.forward(params, rows)
+        hidden, relu2_cache = relu_forward(hidden)
+        logits, head2_cache = head2.forward(params, hidden)
+        cache = (shape, body_cache, relu1_cache, head1_cache, relu2_cache,
+                 head2_cache)
+        return logits, cache
+
+    def backward(self, params, cache, dlogits):
+        """Gradients of every parameter given ``dlogits`` ``(N H W, C V)``."""
+        shape, body_cache, relu1_cache, head1_cache, relu2_cache, head2_cache = cache
+        head1, head2 = self.head
+
+        dhidden, grads = head2.backward(params, head2_cache, dlogits)
+        dhidden = relu_backward(dhidden, relu2_cache)
+        drows, g = head1.backward(params, head1_cache, dhidden)
+        grads.update(g)
+        dfeatures = relu_backward(np.ascontiguousarray(drows.T).reshape(shape),
+                                  relu1_cache)
+        grads.update(self._body_backward(params, body_cache, dfeatures))
+        return grads
+
+    def _targets(self, x):
+        # (N, C, H, W) -> rows (N H W * C,) matching logits.reshape(-1, V).
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(-1).astype(
+            np.int64)
+
+    def loss_and_grads(self, x, params=None):
+        """Mean negative log-likelihood per sub-pixel (nats) and its gradient.
+
+        Args:
+            x: ``(N, C, H, W)`` integer images.
+
+        Returns:
+            ``(loss, grads)`` with ``grads`` a dict shaped like ``params``.
+        """
+        params = self.params if params is None else params
+        check_images(x, self.image_channels, self.levels)
+        logits, cache = self.forward(params, x)
+        flat = logits.reshape(-1, self.levels)
+        nll, ce_cache = softmax_cross_entropy_forward(flat, self._targets(x))
+        loss = float(nll.mean())
+        dnll = np.full(nll.shape, 1.0 / nll.size, dtype=nll.dtype)
+        dlogits = softmax_cross_entropy_backward(dnll, ce_cache).reshape(logits.shape)
+        return loss, self.backward(params, cache, dlogits)
+
+    def logits(self, x):
+        """Logits ``(N, C, H, W, V)`` for integer images ``x`` ``(N, C, H, W)``."""
+        check_images(x, self.image_channels, self.levels)
+        rows, _ = self.forward(self.params, x)
+        n_batch, channels, height, width = x.shape
+        out = rows.reshape(n_batch, height, width, channels, self.levels)
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2, 4))
+
+    def log_prob(self, x):
+        """Per-image log-likelihood in nats, ``(N,)`` float64."""
+        logp = log_softmax(self.logits(x).astype(np.float64), axis=-1)
+        picked = np.take_along_axis(logp, x[..., None].astype(np.int64), axis=-1)
+        return picked.reshape(x.shape[0], -1).sum(axis=1)
+
+    def nll_sum(self, x):
+        """Summed negative log-likelihood (nats, float64) of a batch."""
+        check_images(x, self.image_channels, self.levels)
+        rows, _ = self.forward(self.params, x)
+        nll, _ = softmax_cross_entropy_forward(rows.reshape(-1, self.levels),
+                                               self._targets(x))
+        return float(nll.astype(np.float64).sum())
+
+
+class GatedPixelCNN(_ImageModel):
+    """Gated PixelCNN with vertical and horizontal stacks (van den Oord et
+    al. 2016b, fig. 2).
+
+    Config keys: ``image_channels`` (C of the images), ``channels`` (hidden
+    width ``F``, a multiple of ``image_channels``), ``layers`` (number of
+    gated layers, the first of mask type A), ``kernel`` (odd ``K`` of the
+    later layers), ``first_kernel`` (odd ``K`` of the first layer),
+    ``head_channels`` and ``levels`` (V).
+
+    One gated layer, with ``v`` and ``h`` the two stacks, ``*`` a
+    convolution and ``down`` the one-row shift:
+
+    .. math::  \\hat v = W_v * v,\\qquad
+               v' = \\tanh(\\hat v_a) \\odot \\sigma(\\hat v_b)
+
+    .. math::  \\hat h = W_h * h + W_{vh}\\, \\mathrm{down}(\\hat v),\\qquad
+               h' = h + W_o\\, (\\tanh(\\hat h_a) \\odot \\sigma(\\hat h_b))
+
+    ``W_v`` is a ``(K//2 + 1) x K`` kernel over the rows up to the current
+    one; the shift makes what reaches ``h`` strictly above the pixel.
+    ``W_h`` is a ``1 x (K//2 + 1)`` kernel ending at the current column,
+    whose last tap is masked (type A in the first layer, B after).
+    Nothing flows from ``h`` to ``v``. The first layer has no residual.
+    """
+
+    kind = "gated_pixelcnn"
+
+    @staticmethod
+    def default_config():
+        return dict(image_channels=1, channels=32, layers=6, kernel=3,
+                    first_kernel=7, head_channels=64, levels=LEVELS)
+
+    def _build(self):
+        cfg = self.config
+        groups = self.image_channels
+        width = cfg["channels"]
+        for key in ("kernel", "first_kernel"):
+            if cfg[key] < 1 or cfg[key] % 2 == 0:
+                raise ValueError(f"{key} must be an odd integer >= 1, got {cfg[key]}")
+        if cfg["layers"] < 1:
+            raise ValueError(f"layers must be >= 1, got {cfg['layers']}")
+        self.stack = []
+        for index in range(cfg["layers"]):
+            k = cfg["first_kernel"] if index == 0 else cfg["kernel"]
+            c_in = groups if index == 0 else width
+            mask_type = "A" if index == 0 else "B"
+            in_g = channel_groups(c_in, groups)
+            gate_g = channel_groups(width, groups, repeats=2)
+            width_g = channel_groups(width, groups)
+
+            v_conv = Conv2d(f"l{index}.v", c_in, 2 * width, (k // 2 + 1, k),
+                            padding=(k // 2, 0, k // 2, k // 2))
+            h_mask = causal_mask((2 * width, c_in, 1, k // 2 + 1), mask_type,
+                                 gate_g, in_g, centre=(0, k // 2))
+            h_conv = Conv2d(f"l{index}.h", c_in, 2 * width, (1, k // 2 + 1),
+                            padding=(0, 0, k // 2, 0), mask=h_mask)
+            v_to_h = Conv2d(f"l{index}.vh", 2 * width, 2 * width, (1, 1))
+            out_mask = causal_mask((width, width, 1, 1), "B", width_g, width_g)
+            h_out = Conv2d(f"l{index}.ho", width, width, (1, 1),
+                           mask=out_mask if groups > 1 else None)
+            self.stack.append((v_conv, h_conv, v_to_h, h_out))
+        self.head = self._head_layers(width)
+        self.layers = [layer for group in self.stack for layer in group]
+        self.layers += list(self.head)
+
+    def receptive_field(self):
+        """Rows above and columns to each side that the logits can read."""
+        ks = [self.config["first_kernel"]] + [self.config["kernel"]] * (
+            self.config["layers"] - 1)
+        return {"rows_above": sum(k // 2 for k in ks) + 1,
+                "columns_each_side": sum(k // 2 for k in ks)}
+
+    def _body_forward(self, params, x):
+        v, h = x, x
+        caches = []
+        for index, (v_conv, h_conv, v_to_h, h_out) in enumerate(self.stack):
+            v_pre, v_cache = v_conv.forward(params, v)
+            link, link_cache = v_to_h.forward(params, shift_down_forward(v_pre))
+            h_pre, h_cache = h_conv.forward(params, h)
+            h_pre += link
+            v, v_gate_cache = gate_forward(v_pre, axis=0)
+            h_gated, h_gate_cache = gate_forward(h_pre, axis=0)
+            h_res, out_cache = h_out.forward(params, h_gated)
+            h = h_res if index == 0 else h + h_res
+            caches.append((v_cache, link_cache, h_cache, v_gate_cache,
+                           h_gate_cache, out_cache))
+        return h, caches
+
+    def _body_backward(self, params, caches, dh):
+        grads = {}
+        dv = None
+        for index in reversed(range(len(self.stack))):
+            v_conv, h_conv, v_to_h, h_out = self.stack[index]
+            (v_cache, link_cache, h_cache, v_gate_cache, h_gate_cache,
+             out_cache) = caches[index]
+
+            dh_gated, g = h_out.backward(params, out_cache, dh)
+            grads.update(g)
+            dh_pre = gate_backward(dh_gated, h_gate_cache)
+            dh_in, g = h_conv.backward(params, h_cache, dh_pre, need_dx=index > 0)
+            grads.update(g)
+            dlink, g = v_to_h.backward(params, link_cache, dh_pre)
+            grads.update(g)
+            dv_pre = shift_down_backward(dlink)
+            if dv is not None:
+                dv_pre += gate_backward(dv, v_gate_cache)
+            dv, g = v_conv.backward(params, v_cache, dv_pre, need_dx=index > 0)
+            grads.update(g)
+            # The residual carries dh straight through to the layer below.
+            if index > 0:
+                dh = dh + dh_in
+        return grads
+
+
+class PixelCNN(_ImageModel):
+    """The plain masked PixelCNN (van den Oord et al. 2016a, sec. 3.4).
+
+    A ``first_kernel x first_kernel`` convolution with mask type A, then
+    ``layers`` residual blocks ``h' = h + W_2 * relu(W_1 * relu(h))`` whose
+    ``kernel x kernel`` convolutions use mask type B, then the output head.
+    Its receptive field has a blind spot above and to the right of the
+    pixel, which the Gated PixelCNN removes.
+    """
+
+    kind = "pixelcnn"
+
+    @staticmethod
+    def default_config():
+        return dict(image_channels=1, channels=32, layers=5, kernel=3,
+                    first_kernel=7, head_channels=64, levels=LEVELS)
+
+    def _build(self):
+        cfg = self.config
+        groups = self.image_channels
+        width = cfg["channels"]
+        width_g = channel_groups(width, groups)
+        k0 = cfg["first_kernel"]
+        first_mask = causal_mask((width, groups, k0, k0), "A", width_g,
+                                 channel_groups(groups, groups))
+        self.first = Conv2d("l0", groups, width, (k0, k0),
+                            padding=centred_padding(k0, k0), mask=first_mask)
+        self.blocks = []
+        k = cfg["kernel"]
+        for index in range(1, cfg["layers"] + 1):
+            mask = causal_mask((width, width, k, k), "B", width_g, width_g)
+            self.blocks.append((
+                Conv2d(f"l{index}.a", width, width, (k, k),
+                       padding=centred_padding(k, k), mask=mask),
+                Conv2d(f"l{index}.b", width, width, (k, k),
+                       padding=centred_padding(k, k), mask=mask),
+            ))
+        self.head = self._head_layers(width)
+        self.layers = [self.first] + [c for pair in self.blocks for c in pair]
+        self.layers += list(self.head)
+
+    def _body_forward(self, params, x):
+        h, first_cache = self.first.forward(params, x)
+        caches = []
+        for conv_a, conv_b in self.blocks:
+            a, relu_a = relu_forward(h)
+            a, cache_a = conv_a.forward(params, a)
+            b, relu_b = relu_forward(a)
+            b, cache_b = conv_b.forward(params, b)
+            h = h + b
+            caches.append((relu_a, cache_a, relu_b, cache_b))
+        return h, (first_cache, caches)
+
+    def _body_backward(self, params, cache, dh):
+        first_cache, caches = cache
+        grads = {}
+        for (conv_a, conv_b), (relu_a, cache_a, relu_b, cache_b) in zip(
+                reversed(self.blocks), reversed(caches)):
+            db, g = conv_b.backward(params, cache_b, dh)
+            grads.update(g)
+            da, g = conv_a.backward(params, cache_a, relu_backward(db, relu_b))
+            grads.update(g)
+            dh = dh + relu_backward(da, relu_a)
+        _, g = self.first.backward(params, first_cache, dh, need_dx=False)
+        grads.update(g)
+        return grads

@@ -1,0 +1,2 @@
+"""Verification: gradient checks, causality checks and twins of the models in
+other frameworks (imported lazily: torch is an optional extra)."""

@@ -1,0 +1,97 @@
+"""PyTorch twins of npar's models, built from the same parameter dict.
+
+Each twin is an ``torch.nn.Module`` whose parameters carry npar's names
+(dots replaced by underscores in the module tree, see :func:`state_dict_names`)
+and whose forward returns logits in npar's row layout, so that logits and
+gradients can be compared entry by entry. Masks are applied in the forward
+pass (``w * mask``), exactly as npar does, so masked weights get zero
+gradient in both.
+
+Requires the optional ``torch`` extra.
+"""
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError as error:  # pragma: no cover - exercised without torch
+    raise ImportError(
+        "npar.verify.torch_twins needs PyTorch: pip install 'npar[torch]'"
+    ) from error
+
+
+def _conv(x, layer, params_t):
+    w = params_t[layer.w_name]
+    if layer.mask is not None:
+        w = w * torch.as_tensor(layer.mask, dtype=w.dtype)
+    top, bottom, left, right = layer.padding
+    x = F.pad(x, (left, right, top, bottom))
+    return F.conv2d(x, w, params_t.get(layer.b_name), dilation=layer.dilation)
+
+
+def _dense(x, layer, params_t):
+    w = params_t[layer.w_name]
+    if layer.mask is not None:
+        w = w * torch.as_tensor(layer.mask, dtype=w.dtype)
+    return F.linear(x, w, params_t.get(layer.b_name))
+
+
+def _gate(x):
+    a, b = torch.chunk(x, 2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class TorchPixelCNN(torch.nn.Module):
+    """Twin of :class:`npar.models.pixelcnn.GatedPixelCNN` or
+    :class:`npar.models.pixelcnn.PixelCNN` (chosen by ``model.kind``)."""
+
+    def __init__(self, model, params=None):
+        super().__init__()
+        self.model = model
+        params = model.params if params is None else params
+        self.names = list(params)
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.from_numpy(np.array(params[k])))
+             for k in self.names])
+
+    def params_t(self):
+        return dict(zip(self.names, self.weights))
+
+    def forward(self, x):
+        """``x`` uint8 ``(N, C, H, W)`` -> logits rows ``(N H W, C V)``."""
+        model = self.model
+        p = self.params_t()
+        dtype = self.weights[0].dtype
+        x = torch.as_tensor(np.asarray(x)).to(dtype) * (2.0 / (model.levels - 1)) - 1
+        if model.kind == "gated_pixelcnn":
+            v = h = x
+            for index, (v_conv, h_conv, v_to_h, h_out) in enumerate(model.stack):
+                v_pre = _conv(v, v_conv, p)
+                shifted = F.pad(v_pre, (0, 0, 1, 0))[:, :, :-1]
+                h_pre = _conv(h, h_conv, p) + _conv(shifted, v_to_h, p)
+                v = _gate(v_pre)
+                h_res = _conv(_gate(h_pre), h_out, p)
+                h = h_res if index == 0 else h + h_res
+            features = h
+        else:
+            features = _conv(x, model.first, p)
+            for conv_a, conv_b in model.blocks:
+                a = _conv(torch.relu(features), conv_a, p)
+                features = features + _conv(torch.relu(a), conv_b, p)
+        rows = torch.relu(features).permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+        head1, head2 = model.head
+        return _dense(torch.relu(_dense(rows, head1, p)), head2, p)
+
+    def loss(self, x):
+        """Mean negative log-likelihood per sub-pixel, nats."""
+        rows = self.forward(x).reshape(-1, self.model.levels)
+        targets = torch.as_tensor(
+            np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1)).reshape(-1)
+            .astype(np.int64))
+        return F.cross_entropy(rows, targets)
+
+    def grads(self):
+        """Gradients after ``loss(x).backward()``, as a dict of numpy arrays."""
+        return {k: w.grad.detach().numpy().copy() for k, w in zip(self.names,
+                                                                   self.weights)}
