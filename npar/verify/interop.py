@@ -1,0 +1,844 @@
+"""Weight exchange with other frameworks, and comparison with their outputs.
+
+Four things live here; ``docs/interop.md`` is the user's guide.
+
+1. **Names.** npar names a parameter by layer and role (``l0.v.w``); a
+   PyTorch module names it by its place in the module tree
+   (``layers.0.v_conv.weight``). :func:`name_table` lists the pairs for a
+   model, :func:`to_state_dict` and :func:`from_state_dict` convert, and
+   :func:`save_state_dict` / :func:`load_state_dict` read and write them as
+   a PyTorch ``.pt`` file (when torch is installed) or an ``.npz`` of the
+   same names (for JAX, Julia or anything else). The PyTorch modules with
+   exactly these names are in :mod:`npar.verify.torch_modules`.
+
+2. **Masks.** A foreign state_dict may carry its masks (``*.mask``);
+   :func:`mask_findings` compares them tap by tap with npar's causal masks.
+
+3. **Julia.** NNlib, Flux and Lux store a 2-D kernel as
+   ``(K_w, K_h, C_in, C_out)`` and by default compute a true convolution,
+   which reverses the kernel. :func:`to_julia_kernel` and
+   :func:`from_julia_kernel` do both changes; :func:`julia_conv_reference`
+   is a NumPy emulation of the Julia layer to check them against.
+
+4. **Comparison.** :func:`compare_with_reference` holds npar's logits and
+   gradients against another framework's (a ``REFERENCE.npz``) and judges
+   whether the reference is causal; :func:`format_report` prints the
+   result. This is what ``npar verify`` runs.
+
+torch is optional: only the functions that read or write ``.pt`` files or
+run a PyTorch module import it, and say so when it is missing.
+"""
+
+import json
+import logging
+import os
+from collections import namedtuple
+
+import numpy as np
+
+from npar.models.io import atomic_write_npz, model_class
+
+logger = logging.getLogger(__name__)
+
+IMAGE_KINDS = ("gated_pixelcnn", "pixelcnn")
+TORCH_SUFFIXES = (".pt", ".pth")
+
+NameRow = namedtuple("NameRow", "npar foreign npar_shape foreign_shape")
+NameRow.__doc__ = """One parameter under both names, with both shapes."""
+
+
+def _import_torch(purpose):
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(
+            f"{purpose} needs PyTorch, which is not installed: pip install "
+            "'npar[torch]', or use an .npz file instead of .pt"
+        ) from error
+    return torch
+
+
+# ---- names ----------------------------------------------------------------
+
+
+def _gated_layer_pairs(config):
+    for index in range(config["layers"]):
+        for npar_part, torch_part in (("v", "v_conv"), ("h", "h_conv"),
+                                      ("vh", "v_to_h"), ("ho", "h_out")):
+            yield f"l{index}.{npar_part}", f"layers.{index}.{torch_part}"
+    yield "head1", "head1"
+    yield "head2", "head2"
+
+
+def _plain_layer_pairs(config):
+    yield "l0", "conv_in"
+    for index in range(1, config["layers"] + 1):
+        yield f"l{index}.a", f"blocks.{index - 1}.conv_a"
+        yield f"l{index}.b", f"blocks.{index - 1}.conv_b"
+    yield "head1", "head1"
+    yield "head2", "head2"
+
+
+_LAYER_PAIRS = {"gated_pixelcnn": _gated_layer_pairs, "pixelcnn": _plain_layer_pairs}
+# npar's dense head weights (C_out, C_in) are 1x1 convolutions in PyTorch.
+_DENSE_TAIL = {"gated_pixelcnn": (1, 1), "pixelcnn": (1, 1)}
+
+
+def _check_kind(kind):
+    if kind not in _LAYER_PAIRS:
+        raise ValueError(
+            f"no weight mapping for model kind {kind!r}; supported kinds: "
+            f"{sorted(_LAYER_PAIRS)}"
+        )
+    return kind
+
+
+def name_table(model):
+    """Every parameter of ``model`` under its npar and its PyTorch name.
+
+    Returns:
+        list of :class:`NameRow` ``(npar, foreign, npar_shape, foreign_shape)``
+        in the order of the model's layers. The shapes differ only for the
+        dense output head, whose ``(C_out, C_in)`` weights are
+        ``(C_out, C_in, 1, 1)`` 1x1 convolutions in PyTorch.
+    """
+    kind = _check_kind(model.kind)
+    rows = []
+    for npar_layer, foreign_layer in _LAYER_PAIRS[kind](model.config):
+        for npar_role, foreign_role in (("w", "weight"), ("b", "bias")):
+            name = f"{npar_layer}.{npar_role}"
+            if name not in model.params:
+                continue
+            shape = tuple(model.params[name].shape)
+            foreign_shape = shape
+            if npar_role == "w" and len(shape) == 2:
+                foreign_shape = shape + _DENSE_TAIL[kind]
+            rows.append(NameRow(name, f"{foreign_layer}.{foreign_role}", shape,
+                                foreign_shape))
+    covered = {row.npar for row in rows}
+    if covered != set(model.params):
+        raise ValueError(
+            f"the name table of {kind} misses parameters "
+            f"{sorted(set(model.params) - covered)}"
+        )
+    return rows
+
+
+def layer_masks(model):
+    """npar's mask of each masked weight: ``{npar weight name: mask}``, each
+    mask shaped like the weight (layers without a mask are left out)."""
+    return {layer.w_name: np.asarray(layer.mask) for layer in model.layers
+            if layer.mask is not None}
+
+
+def to_state_dict(model):
+    """npar parameters -> ``{PyTorch name: array}`` (copies, PyTorch shapes)."""
+    return {row.foreign: np.array(model.params[row.npar]).reshape(row.foreign_shape)
+            for row in name_table(model)}
+
+
+def _normalise_state_dict(state_dict):
+    # numpy arrays; drop the "module." prefix that DataParallel adds.
+    out = {}
+    for name, value in state_dict.items():
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        name = name[len("module."):] if name.startswith("module.") else name
+        out[name] = np.asarray(value)
+    return out
+
+
+def detect_kind(state_dict):
+    """The model kind whose names a foreign ``state_dict`` uses."""
+    if "layers.0.v_conv.weight" in state_dict:
+        return "gated_pixelcnn"
+    if "conv_in.weight" in state_dict:
+        return "pixelcnn"
+    sample = sorted(state_dict)[:6]
+    raise ValueError(
+        "cannot tell the model kind of this state_dict (it has neither "
+        f"'layers.0.v_conv.weight' nor 'conv_in.weight'; first names: {sample}); "
+        "pass kind= (--kind) and see docs/interop.md for the expected names"
+    )
+
+
+def _count_indexed(state_dict, prefix, suffix):
+    indices = set()
+    for name in state_dict:
+        if name.startswith(prefix) and name.endswith(suffix):
+            middle = name[len(prefix):-len(suffix)]
+            if middle.isdigit():
+                indices.add(int(middle))
+    if indices != set(range(len(indices))):
+        raise ValueError(
+            f"{prefix}<i>{suffix} indices are not 0..n-1: {sorted(indices)}"
+        )
+    return len(indices)
+
+
+def _shape(state_dict, name):
+    if name not in state_dict:
+        raise ValueError(f"the state_dict has no {name!r}, which this kind needs")
+    return state_dict[name].shape
+
+
+def infer_config(kind, state_dict):
+    """The npar config of a foreign ``state_dict``, read from its shapes."""
+    _check_kind(kind)
+    head1 = _shape(state_dict, "head1.weight")
+    head2 = _shape(state_dict, "head2.weight")
+    if kind == "gated_pixelcnn":
+        layers = _count_indexed(state_dict, "layers.", ".v_conv.weight")
+        first = _shape(state_dict, "layers.0.v_conv.weight")
+        later = (_shape(state_dict, "layers.1.v_conv.weight") if layers > 1
+                 else first)
+        config = dict(image_channels=int(first[1]), channels=int(first[0]) // 2,
+                      layers=layers, kernel=int(later[3]),
+                      first_kernel=int(first[3]))
+    else:
+        first = _shape(state_dict, "conv_in.weight")
+        layers = _count_indexed(state_dict, "blocks.", ".conv_a.weight")
+        later = (_shape(state_dict, "blocks.0.conv_a.weight") if layers else
+                 (0, 0, 3, 3))
+        config = dict(image_channels=int(first[1]), channels=int(first[0]),
+                      layers=layers, kernel=int(later[3]),
+                      first_kernel=int(first[3]))
+    config["head_channels"] = int(head1[0])
+    config["levels"] = int(head2[0]) // config["image_channels"]
+    return config
+
+
+def mask_findings(model, state_dict):
+    """Compare the masks a foreign ``state_dict`` carries with npar's.
+
+    Args:
+        model: the npar model (its config gives npar's masks).
+        state_dict: ``{PyTorch name: array}``; entries ``<module>.mask``
+            shaped like ``<module>.weight`` are compared, others ignored.
+
+    Returns:
+        list of dicts, one per mask that differs: ``layer`` (npar weight
+        name), ``foreign`` (mask name), ``admitted`` (taps the foreign mask
+        lets through and npar's causal mask forbids: these read the
+        future), ``hidden`` (taps npar uses and the foreign mask drops),
+        each a list of index tuples ``(o, c, p, q)``.
+    """
+    state_dict = _normalise_state_dict(state_dict)
+    masks = layer_masks(model)
+    findings = []
+    for row in name_table(model):
+        foreign_mask = row.foreign.rsplit(".", 1)[0] + ".mask"
+        if not row.npar.endswith(".w") or foreign_mask not in state_dict:
+            continue
+        theirs = np.asarray(state_dict[foreign_mask], dtype=np.float64)
+        if theirs.size != int(np.prod(row.npar_shape)):
+            raise ValueError(
+                f"{foreign_mask} has shape {theirs.shape}, expected "
+                f"{row.foreign_shape}"
+            )
+        theirs = theirs.reshape(row.npar_shape) != 0
+        ours = masks.get(row.npar, np.ones(row.npar_shape)) != 0
+        admitted = np.argwhere(theirs & ~ours)
+        hidden = np.argwhere(~theirs & ours)
+        if len(admitted) or len(hidden):
+            findings.append(dict(
+                layer=row.npar, foreign=foreign_mask,
+                admitted=[tuple(int(i) for i in t) for t in admitted],
+                hidden=[tuple(int(i) for i in t) for t in hidden]))
+    return findings
+
+
+def from_state_dict(state_dict, kind=None, config=None, check_masks=True,
+                    zero_masked=True):
+    """Build an npar model from a foreign (PyTorch-named) ``state_dict``.
+
+    Args:
+        state_dict: ``{name: array or torch tensor}`` with the names of
+            :mod:`npar.verify.torch_modules` (a ``module.`` prefix is
+            dropped); optional ``<module>.mask`` entries are checked against
+            npar's masks.
+        kind: ``"gated_pixelcnn"`` or ``"pixelcnn"``; default: detected
+            from the names.
+        config: the npar config; default: read from the shapes
+            (:func:`infer_config`).
+        check_masks: raise if a carried mask differs from npar's.
+        zero_masked: set the weights at npar's masked taps to zero. npar's
+            forward pass ignores them either way; zeros keep every reader of
+            the raw weights (export, cached sampling) causal.
+
+    Returns:
+        the model, with the state_dict's dtype (float32 or float64).
+    """
+    state_dict = _normalise_state_dict(state_dict)
+    kind = detect_kind(state_dict) if kind is None else _check_kind(kind)
+    cls = model_class(kind)
+    if config is None:
+        config = infer_config(kind, state_dict)
+    else:
+        config = {**cls.default_config(), **config}
+    skeleton = cls(config)
+    rows = name_table(skeleton)
+
+    expected = {row.foreign for row in rows}
+    present = {name for name in state_dict if not name.endswith(".mask")}
+    missing, extra = sorted(expected - present), sorted(present - expected)
+    if missing or extra:
+        raise ValueError(
+            f"state_dict does not match a {kind} with config {config}: missing "
+            f"{missing}, unexpected {extra} (names: see docs/interop.md)"
+        )
+    dtypes = {state_dict[row.foreign].dtype for row in rows}
+    if len(dtypes) != 1 or next(iter(dtypes)).type not in (np.float32, np.float64):
+        raise TypeError(
+            f"state_dict weights must all be float32 or all float64, got "
+            f"{sorted(str(d) for d in dtypes)}"
+        )
+    if check_masks:
+        findings = mask_findings(skeleton, state_dict)
+        if findings:
+            first = findings[0]
+            raise ValueError(
+                f"{len(findings)} mask(s) in the state_dict differ from npar's "
+                f"causal masks; first: {first['foreign']} admits taps "
+                f"{first['admitted'][:4]} that npar forbids and hides "
+                f"{first['hidden'][:4]} that npar uses (check_masks=False to "
+                "load anyway)"
+            )
+
+    params = {}
+    for row in rows:
+        value = state_dict[row.foreign]
+        if value.shape != row.foreign_shape:
+            raise ValueError(
+                f"{row.foreign} has shape {value.shape}; a {kind} with config "
+                f"{config} needs {row.foreign_shape} (npar {row.npar})"
+            )
+        params[row.npar] = np.array(value).reshape(row.npar_shape)
+    if zero_masked:
+        for name, mask in layer_masks(skeleton).items():
+            live = np.count_nonzero(params[name] * (mask == 0))
+            if live:
+                logger.info("%s: zeroed %d nonzero weights at masked taps", name,
+                            live)
+            params[name] *= mask.astype(params[name].dtype)
+    return cls(config, params=params)
+
+
+def save_state_dict(model, path):
+    """Write ``model``'s parameters under PyTorch names: a ``.pt`` file via
+    ``torch.save`` (needs torch) or an ``.npz`` file (any other suffix)."""
+    path = os.fspath(path)
+    state_dict = to_state_dict(model)
+    if path.endswith(TORCH_SUFFIXES):
+        torch = _import_torch("writing a .pt state_dict")
+        torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, path)
+    else:
+        atomic_write_npz(path, state_dict)
+    return path
+
+
+def load_state_dict(path):
+    """A foreign state_dict as ``{name: numpy array}``, from a ``.pt``/
+    ``.pth`` file (needs torch; loaded with ``weights_only=True``; a
+    checkpoint dict holding ``"state_dict"`` or ``"model"`` is unwrapped)
+    or from an ``.npz`` of the same names."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such state_dict file: {path}")
+    if path.endswith(TORCH_SUFFIXES):
+        torch = _import_torch("reading a .pt state_dict")
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):
+            if isinstance(state_dict.get(key), dict):
+                state_dict = state_dict[key]
+    else:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state_dict = {name: data[name] for name in data.files}
+        except Exception as error:  # zipfile.BadZipFile, ValueError, OSError
+            raise ValueError(f"{path} is not a readable .npz file: {error}") from error
+    return _normalise_state_dict(state_dict)
+
+
+def import_weights(path, kind=None, config=None, **options):
+    """:func:`load_state_dict` then :func:`from_state_dict`."""
+    return from_state_dict(load_state_dict(path), kind=kind, config=config,
+                           **options)
+
+
+def torch_module(model, dtype=None):
+    """The :mod:`npar.verify.torch_modules` module of ``model``'s kind and
+    config, loaded with ``model``'s weights (needs torch)."""
+    torch = _import_torch("building a PyTorch module")
+    from npar.verify.torch_modules import MODULES
+
+    dtype = model.dtype if dtype is None else np.dtype(dtype)
+    torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
+    module = MODULES[_check_kind(model.kind)](model.config, dtype=torch_dtype)
+    state_dict = {k: torch.from_numpy(v.astype(dtype))
+                  for k, v in to_state_dict(model).items()}
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
+# ---- Julia ------------------------------------------------------------------
+
+
+def to_julia_kernel(w, flipped=True):
+    """npar/PyTorch kernel ``(C_out, C_in, K_h, K_w)`` -> Julia's
+    ``(K_w, K_h, C_in, C_out)``.
+
+    The returned array ``u`` has ``u[q, p, c, o] = w[o, c, p', q']`` with
+    ``(p', q') = (K_h-1-p, K_w-1-q)`` when ``flipped`` and ``(p, q)`` when
+    not. Written to ``.npz`` and read with NPZ.jl it is the Julia array of
+    size ``(K_w, K_h, C_in, C_out)`` that Flux and Lux layers hold.
+
+    Args:
+        w: ``(C_out, C_in, K_h, K_w)``.
+        flipped: True (default) reverses both spatial axes, for a Julia
+            layer that computes a true convolution: Flux ``Conv``, Lux
+            ``Conv`` (``cross_correlation=false``, its default) and NNlib's
+            ``conv`` with its keyword ``flipped=false`` (NNlib's keyword
+            means "the kernel is already flipped", the opposite sense).
+            False for a cross-correlating layer: Flux ``CrossCor``, Lux
+            ``Conv(...; cross_correlation=true)``, NNlib ``flipped=true``.
+
+    Returns:
+        ``(K_w, K_h, C_in, C_out)``, same dtype.
+    """
+    w = np.asarray(w)
+    if w.ndim != 4:
+        raise ValueError(f"w must be (C_out, C_in, K_h, K_w), got shape {w.shape}")
+    if flipped:
+        w = w[:, :, ::-1, ::-1]
+    return np.ascontiguousarray(w.transpose(3, 2, 1, 0))
+
+
+def from_julia_kernel(u, flipped=True):
+    """Inverse of :func:`to_julia_kernel`: ``(K_w, K_h, C_in, C_out)`` ->
+    ``(C_out, C_in, K_h, K_w)``; ``flipped`` as there."""
+    u = np.asarray(u)
+    if u.ndim != 4:
+        raise ValueError(f"u must be (K_w, K_h, C_in, C_out), got shape {u.shape}")
+    w = u.transpose(3, 2, 1, 0)
+    if flipped:
+        w = w[:, :, ::-1, ::-1]
+    return np.ascontiguousarray(w)
+
+
+def to_julia_image(x):
+    """``(N, C, H, W)`` -> Julia's WHCN ``(W, H, C, N)``."""
+    return np.ascontiguousarray(np.asarray(x).transpose(3, 2, 1, 0))
+
+
+def from_julia_image(x_julia):
+    """WHCN ``(W, H, C, N)`` -> ``(N, C, H, W)``."""
+    return np.ascontiguousarray(np.asarray(x_julia).transpose(3, 2, 1, 0))
+
+
+def julia_padding(padding):
+    """npar's ``(P_t, P_b, P_l, P_r)`` -> Flux/Lux ``pad`` on WHCN arrays,
+    ``(P_l, P_r, P_t, P_b)`` (first spatial axis, the width, first)."""
+    top, bottom, left, right = padding
+    return (left, right, top, bottom)
+
+
+def julia_conv_reference(x, u, pad=(0, 0, 0, 0), dilation=(1, 1),
+                         cross_correlation=False):
+    """NumPy emulation of a Julia 2-D convolution layer without bias.
+
+    NNlib computes a true convolution by reversing the kernel along its
+    spatial axes and then cross-correlating; with
+    ``cross_correlation=True`` the reversal is skipped. With the reversed
+    (or not) kernel ``u~`` and ``x~`` zero-padded by ``pad``:
+
+    .. math::  y_{a b o n} = \\sum_{q, p, c} \\tilde u_{q p c o}\\,
+               \\tilde x_{a + D_w q,\\, b + D_h p,\\, c,\\, n}
+
+    Args:
+        x: ``(W, H, C_in, N)`` (WHCN).
+        u: ``(K_w, K_h, C_in, C_out)``.
+        pad: ``(P_l, P_r, P_t, P_b)``, the Flux order (width first).
+        dilation: ``(D_w, D_h)``.
+        cross_correlation: False (Julia's default) reverses the kernel.
+
+    Returns:
+        y: ``(W_out, H_out, C_out, N)``.
+    """
+    x, u = np.asarray(x), np.asarray(u)
+    if not cross_correlation:
+        u = u[::-1, ::-1]
+    left, right, top, bottom = pad
+    d_w, d_h = dilation
+    x_pad = np.pad(x, ((left, right), (top, bottom), (0, 0), (0, 0)))
+    k_w, k_h = u.shape[:2]
+    w_out = x_pad.shape[0] - d_w * (k_w - 1)
+    h_out = x_pad.shape[1] - d_h * (k_h - 1)
+
+    y = np.zeros((w_out, h_out, u.shape[3], x.shape[3]), np.result_type(x, u))
+    for q in range(k_w):
+        for p in range(k_h):
+            window = x_pad[d_w * q:d_w * q + w_out, d_h * p:d_h * p + h_out]
+            y += np.einsum("co,abcn->abon", u[q, p], window)
+    return y
+
+
+def to_julia(model, flipped=True):
+    """``model``'s parameters for a Julia model: PyTorch names, every
+    4-D kernel through :func:`to_julia_kernel`, biases unchanged."""
+    return {name: to_julia_kernel(value, flipped) if value.ndim == 4 else value
+            for name, value in to_state_dict(model).items()}
+
+
+# ---- comparison with a reference ---------------------------------------------
+
+
+def _check_ints(name, x):
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer levels, got dtype {x.dtype}")
+    return x
+
+
+def _order_keys(kind, shape):
+    """Autoregressive order of each input entry: an int array of ``shape``.
+
+    For images ``(N, C, H, W)`` sub-pixel ``(c, i, j)`` has key
+    ``(i W + j) C + c``: a logit may read exactly the inputs with a
+    smaller key.
+    """
+    if kind not in IMAGE_KINDS:
+        raise NotImplementedError(f"causality probes for kind {kind!r}")
+    _, channels, height, width = shape
+    c, i, j = np.meshgrid(np.arange(channels), np.arange(height), np.arange(width),
+                          indexing="ij")
+    return np.broadcast_to((i * width + j) * channels + c, shape)
+
+
+def _describe_image_index(index):
+    names = ("n", "c", "i", "j", "v")
+    return "(" + ", ".join(f"{k}={int(v)}" for k, v in zip(names, index)) + ")"
+
+
+def compare_arrays(ours, theirs):
+    """Largest absolute difference, and the same relative to the largest
+    reference magnitude, with the index where it occurs.
+
+    Returns:
+        dict with ``shape``, ``max_abs``, ``max_rel`` (``max_abs`` over
+        ``max |theirs|``), ``where`` (index tuple of ``max_abs``).
+    """
+    ours = np.asarray(ours, dtype=np.float64)
+    theirs = np.asarray(theirs, dtype=np.float64)
+    if ours.shape != theirs.shape:
+        raise ValueError(f"shapes differ: npar {ours.shape}, reference {theirs.shape}")
+    diff = np.abs(ours - theirs)
+    if not np.all(np.isfinite(theirs)):
+        bad = np.argwhere(~np.isfinite(theirs))[0]
+        raise ValueError(f"the reference holds a non-finite value at {tuple(bad)}")
+    flat = int(np.argmax(diff)) if diff.size else 0
+    scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+    max_abs = float(diff.reshape(-1)[flat]) if diff.size else 0.0
+    return dict(shape=tuple(theirs.shape), max_abs=max_abs,
+                max_rel=max_abs / max(scale, np.finfo(np.float64).tiny),
+                where=tuple(int(i) for i in np.unravel_index(flat, theirs.shape)))
+
+
+def default_rtol(dtype):
+    """Tolerance on :func:`compare_arrays`' ``max_rel``: 1e-4 for float32
+    data, 1e-9 for float64."""
+    return 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
+
+
+def _grad_names(model):
+    # Accept npar names and PyTorch names in "grad.<name>".
+    table = {row.npar: row for row in name_table(model)}
+    table.update({row.foreign: row for row in table.copy().values()})
+    return table
+
+
+def _position_summary(ours, theirs, tol_abs):
+    # Logits (N, C, H, W, V): which positions differ by more than tol_abs.
+    per_position = np.abs(np.asarray(ours, np.float64) - theirs).max(axis=-1)
+    bad = np.argwhere(per_position > tol_abs)
+    if not len(bad):
+        return dict(n_differing=0, n_positions=int(per_position.size))
+    order = np.lexsort((bad[:, 1], bad[:, 3], bad[:, 2], bad[:, 0]))
+    return dict(n_differing=int(len(bad)), n_positions=int(per_position.size),
+                first=tuple(int(v) for v in bad[order[0]]),
+                rows=(int(bad[:, 2].min()), int(bad[:, 2].max())),
+                columns=(int(bad[:, 3].min()), int(bad[:, 3].max())))
+
+
+def _causal_check(kind, x, logits, probes, probe_logits, base, rtol):
+    # A logit whose key is <= the smallest key of a changed input must stay.
+    violations = []
+    n_unchanged = 0
+    scale = float(np.max(np.abs(probe_logits))) if probe_logits.size else 0.0
+    tol_abs = rtol * max(scale, 1.0)
+    for m in range(len(probes)):
+        b = int(base[m])
+        changed = probes[m] != x[b]
+        if not changed.any():
+            n_unchanged += 1
+            continue
+        keys = _order_keys(kind, x[b:b + 1].shape)[0]
+        first_key = int(keys[changed].min())
+        source = np.argwhere(changed & (keys == first_key))[0]
+        moved = np.abs(probe_logits[m].astype(np.float64) - logits[b]).max(axis=-1)
+        forbidden = (keys <= first_key) & (moved > tol_abs)
+        for target in np.argwhere(forbidden):
+            violations.append(dict(
+                probe=m, base=b, changed=tuple(int(v) for v in source),
+                n_changed=int(changed.sum()),
+                logit=tuple(int(v) for v in target),
+                size=float(moved[tuple(target)])))
+    violations.sort(key=lambda v: -v["size"])
+    return dict(judged=True, causal=not violations, n_probes=int(len(probes)),
+                n_unchanged_probes=n_unchanged, tol_abs=tol_abs,
+                n_violations=len(violations), violations=violations[:20],
+                n_probes_violating=len({v["probe"] for v in violations}))
+
+
+def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
+    """Hold ``model`` against another framework's inputs and outputs.
+
+    Args:
+        model: an npar image model (its dtype is changed to the reference's).
+        reference: dict of arrays (the contents of ``REFERENCE.npz``):
+
+            - ``x`` ``(N, C, H, W)`` integer images;
+            - ``logits`` ``(N, C, H, W, V)`` the reference's logits of ``x``;
+            - ``loss`` (optional) its mean NLL per sub-pixel in nats;
+            - ``grad.<name>`` (optional) its gradient of that mean NLL with
+              respect to a parameter, under npar's or PyTorch's name and in
+              either shape;
+            - ``causal.x`` ``(M, C, H, W)`` (optional) perturbed copies of
+              images of ``x``, ``causal.logits`` ``(M, C, H, W, V)`` the
+              reference's logits of them and ``causal.base`` ``(M,)`` the
+              index in ``x`` of the image each was made from (default 0).
+        rtol: tolerance on each tensor's ``max_rel``; default
+            :func:`default_rtol` of the reference's logits dtype.
+        causal_rtol: a probe's logit counts as changed when it moves by
+            more than ``causal_rtol * max(1, max |causal.logits|)``; default
+            ``10 * rtol``.
+
+    Returns:
+        a report dict: ``tensors`` (one entry per compared tensor, with
+        :func:`compare_arrays`' fields, ``ok`` and ``foreign`` name),
+        ``positions`` (where the logits differ), ``masked_taps`` (masked
+        taps on which the reference's gradient is nonzero), ``causal`` (the
+        probe verdict), ``suspects`` (parameters to look at first) and
+        ``ok``.
+    """
+    kind = model.kind
+    if kind not in IMAGE_KINDS:
+        raise NotImplementedError(f"npar verify does not handle kind {kind!r} yet")
+    for key in ("x", "logits"):
+        if key not in reference:
+            raise ValueError(
+                f"the reference has no {key!r} array (keys: {sorted(reference)}); "
+                "see docs/interop.md for the format"
+            )
+    x = _check_ints("x", np.asarray(reference["x"]))
+    their_logits = np.asarray(reference["logits"])
+    dtype = their_logits.dtype if their_logits.dtype in (np.float32, np.float64) \
+        else np.dtype(np.float64)
+    if model.dtype != dtype:
+        model = model.astype(dtype)
+    rtol = default_rtol(dtype) if rtol is None else float(rtol)
+    causal_rtol = 10 * rtol if causal_rtol is None else float(causal_rtol)
+    tensors = []
+
+    def add(name, ours, theirs, foreign=None):
+        entry = compare_arrays(ours, theirs)
+        entry.update(name=name, foreign=foreign, ok=entry["max_rel"] <= rtol)
+        tensors.append(entry)
+        return entry
+
+    our_logits = model.logits(x)
+    add("logits", our_logits, their_logits)
+    positions = _position_summary(
+        our_logits, their_logits,
+        rtol * max(float(np.max(np.abs(their_logits))), np.finfo(float).tiny))
+
+    grad_keys = sorted(k for k in reference if k.startswith("grad."))
+    masked_taps = []
+    if "loss" in reference or grad_keys:
+        loss, grads = model.loss_and_grads(x)
+        if "loss" in reference:
+            add("loss", np.float64(loss), np.asarray(reference["loss"], np.float64))
+        names = _grad_names(model)
+        masks = layer_masks(model)
+        for key in grad_keys:
+            name = key[len("grad."):]
+            if name not in names:
+                raise ValueError(
+                    f"{key}: {name!r} is neither an npar nor a PyTorch parameter "
+                    f"name of this {kind}; known: {sorted(names)[:8]} ..."
+                )
+            row = names[name]
+            theirs = np.asarray(reference[key])
+            if theirs.size != int(np.prod(row.npar_shape)):
+                raise ValueError(f"{key} has shape {theirs.shape}, expected "
+                                 f"{row.foreign_shape} or {row.npar_shape}")
+            theirs = theirs.reshape(row.npar_shape)
+            add(f"grad.{row.npar}", grads[row.npar], theirs, row.foreign)
+            if row.npar in masks:
+                live = np.argwhere((masks[row.npar] == 0) & (theirs != 0))
+                if len(live):
+                    sizes = np.abs(theirs[tuple(live.T)])
+                    top = np.argsort(-sizes)[:8]
+                    masked_taps.append(dict(
+                        param=row.npar, foreign=row.foreign, n_live=int(len(live)),
+                        taps=[tuple(int(v) for v in live[k]) for k in top],
+                        sizes=[float(sizes[k]) for k in top]))
+
+    causal = dict(judged=False, causal=None)
+    if "causal.x" in reference or "causal.logits" in reference:
+        if "causal.x" not in reference or "causal.logits" not in reference:
+            raise ValueError("causal probes need both 'causal.x' and 'causal.logits'")
+        probes = _check_ints("causal.x", np.asarray(reference["causal.x"]))
+        probe_logits = np.asarray(reference["causal.logits"])
+        base = np.asarray(reference.get("causal.base", np.zeros(len(probes), int)))
+        if probes.shape[1:] != x.shape[1:] or probe_logits.shape[1:] != \
+                their_logits.shape[1:] or len(base) != len(probes):
+            raise ValueError(
+                f"causal.x {probes.shape}, causal.logits {probe_logits.shape} and "
+                f"causal.base {base.shape} do not fit x {x.shape} and logits "
+                f"{their_logits.shape}"
+            )
+        if base.size and (base.min() < 0 or base.max() >= len(x)):
+            raise ValueError(f"causal.base must index x (0..{len(x) - 1}), got "
+                             f"{base.min()}..{base.max()}")
+        add("causal.logits", model.logits(probes), probe_logits)
+        causal = _causal_check(kind, x, their_logits, probes, probe_logits, base,
+                               causal_rtol)
+    if masked_taps:
+        causal["causal"] = False
+        causal["masked_taps_live"] = True
+
+    suspects = [entry["param"] for entry in masked_taps]
+    grads_bad = sorted((e for e in tensors if e["name"].startswith("grad.")
+                        and not e["ok"]), key=lambda e: -e["max_rel"])
+    suspects += [e["name"][len("grad."):] for e in grads_bad
+                 if e["name"][len("grad."):] not in suspects]
+    ok = all(e["ok"] for e in tensors) and causal["causal"] is not False
+    return dict(kind=kind, dtype=str(np.dtype(dtype)), rtol=rtol, tensors=tensors,
+                positions=positions, masked_taps=masked_taps, causal=causal,
+                suspects=suspects, ok=ok)
+
+
+def format_report(report, title="npar verify"):
+    """The report of :func:`compare_with_reference` as text lines."""
+    lines = [f"{title}: {report['kind']} in {report['dtype']}, tolerance on "
+             f"max rel {report['rtol']:.1e}"]
+    width = max([len(e["name"]) for e in report["tensors"]] + [6])
+    lines.append(f"{'tensor':<{width}}  {'max abs':>9}  {'max rel':>9}  "
+                 "verdict  at (index of max abs)  [PyTorch name]")
+    for e in report["tensors"]:
+        foreign = f"  [{e['foreign']}]" if e["foreign"] else ""
+        lines.append(f"{e['name']:<{width}}  {e['max_abs']:9.2e}  {e['max_rel']:9.2e}"
+                     f"  {'ok     ' if e['ok'] else 'DIFFERS'}  {e['where']}{foreign}")
+    pos = report["positions"]
+    if pos["n_differing"]:
+        lines.append(
+            f"logits differ at {pos['n_differing']} of {pos['n_positions']} "
+            f"(n, c, i, j) positions; first in raster order "
+            f"{_describe_image_index(pos['first'])}; rows {pos['rows'][0]}.."
+            f"{pos['rows'][1]}, columns {pos['columns'][0]}..{pos['columns'][1]}")
+    for entry in report["masked_taps"]:
+        taps = ", ".join(f"(o={o}, c={c}, p={p}, q={q}) |grad| {s:.1e}"
+                         for (o, c, p, q), s in zip(entry["taps"][:3],
+                                                    entry["sizes"][:3]))
+        lines.append(
+            f"MASKED TAPS LIVE in {entry['param']} [{entry['foreign']}]: the "
+            f"reference's gradient is nonzero at {entry['n_live']} tap(s) that "
+            f"npar's causal mask forbids: {taps}")
+    causal = report["causal"]
+    if causal["judged"]:
+        lines.append(f"causality probes: {causal['n_probes']} "
+                     f"({causal['n_unchanged_probes']} change nothing), "
+                     f"threshold {causal['tol_abs']:.1e}")
+        if causal["n_violations"]:
+            v = causal["violations"][0]
+            offset = (v["logit"][1] - v["changed"][1], v["logit"][2] - v["changed"][2])
+            lines.append(
+                f"REFERENCE NOT CAUSAL: {causal['n_violations']} logits in "
+                f"{causal['n_probes_violating']} probe(s) move when a later or "
+                f"same-position input changes; largest: probe {v['probe']} "
+                f"changes x[{v['base']}] at (c, i, j) = {v['changed']}"
+                f"{' and later' if v['n_changed'] > 1 else ''}, logit at "
+                f"(c, i, j) = {v['logit']} moves by {v['size']:.2e} (it sits "
+                f"{offset[0]} rows, {offset[1]} columns from the change)")
+    verdict = {True: "causal", False: "NOT causal", None: "not judged (add "
+               "causal.x and causal.logits, or grad.* arrays)"}[causal["causal"]]
+    lines.append(f"reference causality: {verdict}")
+    if report["suspects"]:
+        lines.append("look first at: " + ", ".join(report["suspects"][:6]))
+    lines.append("verdict: " + ("AGREES" if report["ok"] else "DIFFERS"))
+    return lines
+
+
+def report_json(report):
+    """The report as a JSON string."""
+    return json.dumps(report, indent=2, default=lambda o: o.tolist()
+                      if hasattr(o, "tolist") else str(o))
+
+
+# ---- making a reference file ---------------------------------------------------
+
+
+def causal_probes(x, n_probes=16, levels=256, base=0, seed=0):
+    """Copies of image ``x[base]`` with one sub-pixel changed in each.
+
+    Args:
+        x: ``(N, C, H, W)`` integer images.
+        n_probes: number of copies; all ``C H W`` sub-pixels when larger.
+        levels: V; each changed value moves to another level in ``0..V-1``.
+
+    Returns:
+        ``(probes (M, C, H, W), base (M,))`` for ``causal.x`` and
+        ``causal.base``.
+    """
+    x = _check_ints("x", np.asarray(x))
+    rng = np.random.default_rng(seed)
+    image = x[base]
+    count = image.size
+    if n_probes >= count:
+        chosen = np.arange(count)
+    else:
+        chosen = np.sort(rng.choice(count, size=n_probes, replace=False))
+    probes = np.repeat(image[None], len(chosen), axis=0)
+    flat = probes.reshape(len(chosen), -1)
+    shift = rng.integers(1, levels, size=len(chosen))
+    flat[np.arange(len(chosen)), chosen] = (
+        flat[np.arange(len(chosen)), chosen].astype(np.int64) + shift) % levels
+    return probes, np.full(len(chosen), base, dtype=np.int64)
+
+
+def reference_from_torch(module, x, probes=None, base=None, grads=True):
+    """``REFERENCE.npz`` arrays from a PyTorch image module (needs torch).
+
+    ``module(x)`` must return logits ``(N, C, H, W, V)`` for integer images
+    and ``module.loss(x)`` the mean NLL; the gradients are stored under the
+    module's own parameter names, ``grad.<name>``.
+    """
+    torch = _import_torch("running a PyTorch reference")
+    x = _check_ints("x", np.asarray(x))
+    module.zero_grad(set_to_none=True)
+    loss = module.loss(torch.from_numpy(x))
+    arrays = {"x": x, "loss": np.asarray(loss.item())}
+    if grads:
+        loss.backward()
+        for name, p in module.named_parameters():
+            if p.grad is not None:
+                arrays[f"grad.{name}"] = p.grad.detach().numpy().copy()
+    with torch.no_grad():
+        arrays["logits"] = module(torch.from_numpy(x)).numpy().copy()
+        if probes is not None:
+            arrays["causal.x"] = np.asarray(probes)
+            arrays["causal.logits"] = module(torch.from_numpy(arrays["causal.x"])) \
+                .numpy().copy()
+            arrays["causal.base"] = (np.zeros(len(probes), np.int64) if base is None
+                                     else np.asarray(base))
+    return arrays

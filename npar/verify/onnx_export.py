@@ -1,0 +1,220 @@
+"""Export npar models to ONNX, built node by node with ``onnx.helper``.
+
+The graph computes the same function as the model's forward pass, with
+every causal mask multiplied into its weights (``w * m``), so the ONNX file
+holds only the weights that are used and reads no future pixel whatever
+the runtime does with them. Convolutions are ONNX ``Conv`` nodes with
+npar's asymmetric padding written as ``pads = [P_t, P_l, P_b, P_r]`` and
+its dilations; the dense output head becomes two 1x1 ``Conv`` nodes.
+
+Input ``x``: ``(N, C, H, W)`` with symbolic ``N``, ``H``, ``W``, either
+``uint8`` levels ``0..V-1`` (``input_type="uint8"``, the default; the graph
+casts them and scales ``x * 2 / (V - 1) - 1`` as npar does) or float32
+values already scaled that way (``input_type="float"``). Output ``logits``:
+``(N, C, H, W, V)`` float32.
+
+Requires the optional ``onnx`` extra (and ``onnxruntime`` for
+:func:`run_onnx`).
+"""
+
+import json
+import logging
+import os
+
+import numpy as np
+
+from npar.verify.interop import IMAGE_KINDS
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+INPUT_TYPES = ("uint8", "float")
+
+
+def _import_onnx():
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError as error:
+        raise ImportError(
+            "ONNX export needs the onnx package: pip install 'npar[onnx]'"
+        ) from error
+    return onnx, helper, numpy_helper
+
+
+class _GraphBuilder:
+    """Collects nodes and initializers; every value gets a fresh name."""
+
+    def __init__(self, helper, numpy_helper):
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes, self.initializers = [], []
+        self.count = 0
+
+    def fresh(self, stem):
+        self.count += 1
+        return f"{stem}_{self.count}"
+
+    def const(self, stem, array):
+        name = self.fresh(stem)
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def op(self, op_type, inputs, stem=None, n_out=1, **attrs):
+        outputs = [self.fresh(stem or op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(self.helper.make_node(op_type, inputs, outputs,
+                                                name=self.fresh(op_type), **attrs))
+        return outputs[0] if n_out == 1 else outputs
+
+    def conv(self, x, layer, params):
+        """A :class:`npar.nn.layers.Conv2d` (or a dense layer as 1x1) with its
+        mask baked into the weights."""
+        w = np.asarray(params[layer.w_name], dtype=np.float64)
+        if layer.mask is not None:
+            w = w * layer.mask
+        if w.ndim == 2:  # Dense (C_out, C_in): a 1x1 convolution
+            w = w[:, :, None, None]
+            padding, dilation = (0, 0, 0, 0), (1, 1)
+        else:
+            padding, dilation = layer.padding, layer.dilation
+        top, bottom, left, right = padding
+        inputs = [x, self.const(layer.w_name, w.astype(np.float32))]
+        if layer.b_name in params:
+            inputs.append(self.const(layer.b_name,
+                                     np.asarray(params[layer.b_name], np.float32)))
+        return self.op("Conv", inputs, stem=layer.name, kernel_shape=list(w.shape[2:]),
+                       pads=[top, left, bottom, right], dilations=list(dilation))
+
+    def gate(self, x, channels):
+        """``tanh(a) * sigmoid(b)`` of the two channel halves of ``x``."""
+        split = self.const("split", np.array([channels, channels], np.int64))
+        a, b = self.op("Split", [x, split], n_out=2, axis=1)
+        return self.op("Mul", [self.op("Tanh", [a]), self.op("Sigmoid", [b])],
+                       stem="gate")
+
+    def shift_down(self, x):
+        """``y[:, :, i] = x[:, :, i-1]``, row 0 zero: pad one row on top and
+        drop the last."""
+        pads = self.const("pads", np.array([0, 0, 1, 0, 0, 0, 0, 0], np.int64))
+        padded = self.op("Pad", [x, pads])
+        starts = self.const("starts", np.array([0], np.int64))
+        ends = self.const("ends", np.array([-1], np.int64))
+        axes = self.const("axes", np.array([2], np.int64))
+        return self.op("Slice", [padded, starts, ends, axes], stem="shifted")
+
+
+def _gated_body(g, model, params, x):
+    width = model.config["channels"]
+    v = h = x
+    for index, (v_conv, h_conv, v_to_h, h_out) in enumerate(model.stack):
+        v_pre = g.conv(v, v_conv, params)
+        link = g.conv(g.shift_down(v_pre), v_to_h, params)
+        h_pre = g.op("Add", [g.conv(h, h_conv, params), link])
+        v = g.gate(v_pre, width)
+        h_res = g.conv(g.gate(h_pre, width), h_out, params)
+        h = h_res if index == 0 else g.op("Add", [h, h_res], stem=f"l{index}.h")
+    return h
+
+
+def _plain_body(g, model, params, x):
+    h = g.conv(x, model.first, params)
+    for conv_a, conv_b in model.blocks:
+        a = g.conv(g.op("Relu", [h]), conv_a, params)
+        b = g.conv(g.op("Relu", [a]), conv_b, params)
+        h = g.op("Add", [h, b], stem=conv_a.name.split(".")[0])
+    return h
+
+
+def to_onnx(model, input_type="uint8", opset=DEFAULT_OPSET):
+    """The ONNX graph of an npar image model.
+
+    Args:
+        model: a :class:`~npar.models.pixelcnn.GatedPixelCNN` or
+            :class:`~npar.models.pixelcnn.PixelCNN` (weights are written as
+            float32 whatever the model's dtype).
+        input_type: ``"uint8"`` (levels, scaled in the graph) or ``"float"``
+            (float32 already scaled to ``[-1, 1]``).
+        opset: ONNX opset version, >= 13.
+
+    Returns:
+        ``onnx.ModelProto``, checked by ``onnx.checker`` with shape inference.
+    """
+    onnx, helper, numpy_helper = _import_onnx()
+    if model.kind not in IMAGE_KINDS:
+        raise NotImplementedError(
+            f"ONNX export handles {IMAGE_KINDS}, not {model.kind!r}"
+        )
+    if input_type not in INPUT_TYPES:
+        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+    if opset < 13:
+        raise ValueError(f"opset must be >= 13 (Split with a split input), got {opset}")
+    channels, levels = model.image_channels, model.levels
+    g = _GraphBuilder(helper, numpy_helper)
+
+    if input_type == "uint8":
+        as_float = g.op("Cast", ["x"], to=onnx.TensorProto.FLOAT)
+        scale = g.const("scale", np.array(2.0 / (levels - 1), np.float32))
+        one = g.const("one", np.array(1.0, np.float32))
+        x = g.op("Sub", [g.op("Mul", [as_float, scale]), one], stem="scaled")
+        elem_type = onnx.TensorProto.UINT8
+    else:
+        x, elem_type = "x", onnx.TensorProto.FLOAT
+    body = _gated_body if model.kind == "gated_pixelcnn" else _plain_body
+    features = body(g, model, model.params, x)
+
+    head1, head2 = model.head
+    hidden = g.op("Relu", [g.conv(g.op("Relu", [features]), head1, model.params)])
+    z = g.conv(hidden, head2, model.params)  # (N, C V, H, W)
+    z = g.op("Transpose", [z], perm=[0, 2, 3, 1])  # (N, H, W, C V)
+    shape = g.const("shape", np.array([0, 0, 0, channels, levels], np.int64))
+    z = g.op("Reshape", [z, shape])  # (N, H, W, C, V)
+    g.nodes.append(helper.make_node("Transpose", [z], ["logits"], perm=[0, 3, 1, 2, 4],
+                                    name=g.fresh("Transpose")))
+
+    inputs = [helper.make_tensor_value_info("x", elem_type, ["N", channels, "H", "W"])]
+    outputs = [helper.make_tensor_value_info(
+        "logits", onnx.TensorProto.FLOAT, ["N", channels, "H", "W", levels])]
+    graph = helper.make_graph(g.nodes, f"npar_{model.kind}", inputs, outputs,
+                              initializer=g.initializers)
+    proto = helper.make_model(graph, producer_name="npar",
+                              opset_imports=[helper.make_opsetid("", opset)])
+    proto.ir_version = min(proto.ir_version, 8)
+    helper.set_model_props(proto, {"npar.kind": model.kind,
+                                   "npar.config": json.dumps(model.config),
+                                   "npar.input_type": input_type})
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def export_onnx(model, path, input_type="uint8", opset=DEFAULT_OPSET):
+    """Write :func:`to_onnx` of ``model`` to ``path``; returns the path."""
+    onnx, _, _ = _import_onnx()
+    proto = to_onnx(model, input_type, opset)
+    path = os.fspath(path)
+    onnx.save(proto, path)
+    logger.info("wrote %s (%d nodes)", path, len(proto.graph.node))
+    return path
+
+
+def run_onnx(model_or_path, x):
+    """Logits of ``x`` by ONNX Runtime (CPU), for checks.
+
+    Args:
+        model_or_path: an ``onnx.ModelProto`` or the path of an ``.onnx`` file.
+        x: ``(N, C, H, W)`` uint8 or float32, as the graph's input expects.
+
+    Returns:
+        logits ``(N, C, H, W, V)`` float32.
+    """
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError(
+            "running an ONNX graph needs onnxruntime: pip install 'npar[onnx]'"
+        ) from error
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        model_or_path = model_or_path.SerializeToString()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(model_or_path, options,
+                                           providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"x": np.ascontiguousarray(x)})[0]

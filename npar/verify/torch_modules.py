@@ -1,0 +1,253 @@
+"""Idiomatic PyTorch versions of npar's PixelCNNs, for weight exchange.
+
+These modules are what a PyTorch user would write: ``nn.Conv2d`` children
+with ``weight`` and ``bias``, held in an ``nn.ModuleList`` called
+``layers`` (Gated PixelCNN) or ``blocks`` (plain PixelCNN), so their
+``state_dict`` names read ``layers.0.v_conv.weight``, ``head1.bias`` ...
+:mod:`npar.verify.interop` maps these names to npar's (``l0.v.w`` ...)
+and back; the table is in ``docs/interop.md``.
+
+They are written from the papers, not from npar's layer objects: the
+causal masks are rebuilt here from the raster-order rule (a tap is visible
+when it comes before the centre, and the centre tap only for earlier
+colour groups, or the same group with mask type B), so a test that holds
+these modules equal to npar checks npar's masks too. Masks are
+non-persistent buffers (they follow from the configuration and are not in
+the ``state_dict``) and are applied in the forward pass, ``weight * mask``,
+so masked taps receive exactly zero gradient, as in npar.
+
+Inputs are integer images ``(N, C, H, W)`` in ``0..V-1``, scaled inside
+the module exactly as npar does, ``x * 2 / (V - 1) - 1``; the output is
+logits ``(N, C, H, W, V)``.
+
+Requires the optional ``torch`` extra.
+"""
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError as error:  # pragma: no cover - exercised without torch
+    raise ImportError(
+        "npar.verify.torch_modules needs PyTorch: pip install 'npar[torch]'"
+    ) from error
+
+
+def colour_groups(channels, groups):
+    """Colour group of each of ``channels`` channels: contiguous equal blocks.
+
+    Returns:
+        ``(channels,)`` int64, e.g. ``[0, 0, 1, 1, 2, 2]`` for 6 channels and
+        3 groups.
+    """
+    return np.arange(channels) * groups // channels
+
+
+def raster_mask(c_out, c_in, kernel, centre, mask_type, out_groups, in_groups):
+    """Causal mask ``(C_out, C_in, K_h, K_w)`` by the raster-order rule.
+
+    A tap ``(p, q)`` before the centre ``(c_h, c_w)`` in raster order is
+    visible; the centre is visible from input group ``g_c`` to output group
+    ``g_o`` when ``g_c < g_o`` (type A) or ``g_c <= g_o`` (type B); taps
+    after the centre are hidden.
+    """
+    k_h, k_w = kernel
+    mask = np.zeros((c_out, c_in, k_h, k_w))
+    g_out = np.asarray(out_groups)[:, None]
+    g_in = np.asarray(in_groups)[None, :]
+    for p in range(k_h):
+        for q in range(k_w):
+            if (p, q) < tuple(centre):
+                mask[:, :, p, q] = 1.0
+            elif (p, q) == tuple(centre):
+                visible = g_in < g_out if mask_type == "A" else g_in <= g_out
+                mask[:, :, p, q] = visible
+    return mask
+
+
+class MaskedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with explicit ``(top, bottom, left, right)`` zero
+    padding and an optional fixed mask, applied as ``weight * mask``.
+
+    Args:
+        c_in, c_out: channel counts.
+        kernel: ``(K_h, K_w)``.
+        padding: ``(P_t, P_b, P_l, P_r)``.
+        mask: ``(C_out, C_in, K_h, K_w)`` array of zeros and ones, or None.
+        dtype: ``torch.float32`` or ``torch.float64``.
+    """
+
+    def __init__(self, c_in, c_out, kernel, padding=(0, 0, 0, 0), mask=None,
+                 dtype=torch.float32):
+        super().__init__(c_in, c_out, kernel, dtype=dtype)
+        self.causal_padding = tuple(int(v) for v in padding)
+        if mask is not None:
+            mask = torch.as_tensor(np.asarray(mask), dtype=dtype)
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x):
+        """``x (N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``."""
+        top, bottom, left, right = self.causal_padding
+        weight = self.weight if self.mask is None else self.weight * self.mask
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, self.bias)
+
+
+def _gate(x):
+    a, b = torch.chunk(x, 2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+def _shift_down(x):
+    # y[:, :, i] = x[:, :, i - 1], row 0 zero.
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
+
+
+class _ImageModule(nn.Module):
+    """Scaling of the input and the two 1x1 output convolutions."""
+
+    def __init__(self, config, dtype):
+        super().__init__()
+        self.config = dict(config)
+        self.image_channels = config["image_channels"]
+        self.levels = config["levels"]
+        groups = self.image_channels
+        features, hidden = config["channels"], config["head_channels"]
+        out = groups * self.levels
+        masked = groups > 1
+        m1 = raster_mask(hidden, features, (1, 1), (0, 0), "B",
+                         colour_groups(hidden, groups),
+                         colour_groups(features, groups))
+        m2 = raster_mask(out, hidden, (1, 1), (0, 0), "B",
+                         np.arange(out) // self.levels,
+                         colour_groups(hidden, groups))
+        self.head1 = MaskedConv2d(features, hidden, (1, 1),
+                                  mask=m1 if masked else None, dtype=dtype)
+        self.head2 = MaskedConv2d(hidden, out, (1, 1),
+                                  mask=m2 if masked else None, dtype=dtype)
+
+    def scale(self, x):
+        """Integer images ``(N, C, H, W)`` -> floats in ``[-1, 1]``."""
+        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+        return x.to(self.head1.weight.dtype) * (2.0 / (self.levels - 1)) - 1.0
+
+    def head(self, features):
+        """``(N, F, H, W)`` -> logits ``(N, C, H, W, V)``."""
+        z = self.head2(torch.relu(self.head1(torch.relu(features))))
+        n_batch, _, height, width = z.shape
+        z = z.reshape(n_batch, self.image_channels, self.levels, height, width)
+        return z.permute(0, 1, 3, 4, 2)
+
+    def loss(self, x):
+        """Mean negative log-likelihood per sub-pixel (nats) of images ``x``."""
+        logits = self.forward(x)
+        targets = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+        return F.cross_entropy(logits.reshape(-1, self.levels),
+                               targets.reshape(-1).long())
+
+
+class GatedLayer(nn.Module):
+    """One gated layer with vertical and horizontal stacks (van den Oord et
+    al. 2016b, fig. 2): ``v_conv`` ``(K//2+1) x K``, ``h_conv``
+    ``1 x (K//2+1)`` masked at its last tap, the link ``v_to_h`` (1x1) from
+    the shifted-down vertical pre-activation, and ``h_out`` (1x1)."""
+
+    def __init__(self, c_in, width, kernel, mask_type, groups, residual, dtype):
+        super().__init__()
+        half = kernel // 2
+        self.residual = residual
+        in_g = colour_groups(c_in, groups)
+        gate_g = np.tile(colour_groups(width, groups), 2)
+        width_g = colour_groups(width, groups)
+        h_mask = raster_mask(2 * width, c_in, (1, half + 1), (0, half), mask_type,
+                             gate_g, in_g)
+        out_mask = raster_mask(width, width, (1, 1), (0, 0), "B", width_g, width_g)
+        self.v_conv = MaskedConv2d(c_in, 2 * width, (half + 1, kernel),
+                                   padding=(half, 0, half, half), dtype=dtype)
+        self.h_conv = MaskedConv2d(c_in, 2 * width, (1, half + 1),
+                                   padding=(0, 0, half, 0), mask=h_mask,
+                                   dtype=dtype)
+        self.v_to_h = MaskedConv2d(2 * width, 2 * width, (1, 1), dtype=dtype)
+        self.h_out = MaskedConv2d(width, width, (1, 1),
+                                  mask=out_mask if groups > 1 else None,
+                                  dtype=dtype)
+
+    def forward(self, v, h):
+        """``(v, h)`` ``(N, C_in, H, W)`` each -> ``(v', h')`` ``(N, F, H, W)``."""
+        v_pre = self.v_conv(v)
+        h_pre = self.h_conv(h) + self.v_to_h(_shift_down(v_pre))
+        h_res = self.h_out(_gate(h_pre))
+        return _gate(v_pre), (h + h_res if self.residual else h_res)
+
+
+class TorchGatedPixelCNN(_ImageModule):
+    """Gated PixelCNN as an idiomatic ``nn.Module``; same config keys as
+    :class:`npar.models.pixelcnn.GatedPixelCNN`."""
+
+    kind = "gated_pixelcnn"
+
+    def __init__(self, config, dtype=torch.float32):
+        super().__init__(config, dtype)
+        groups, width = self.image_channels, config["channels"]
+        self.layers = nn.ModuleList()
+        for index in range(config["layers"]):
+            first = index == 0
+            self.layers.append(GatedLayer(
+                groups if first else width, width,
+                config["first_kernel"] if first else config["kernel"],
+                "A" if first else "B", groups, residual=not first, dtype=dtype))
+
+    def forward(self, x):
+        """Integer images ``(N, C, H, W)`` -> logits ``(N, C, H, W, V)``."""
+        v = h = self.scale(x)
+        for layer in self.layers:
+            v, h = layer(v, h)
+        return self.head(h)
+
+
+class ResidualBlock(nn.Module):
+    """``h + conv_b(relu(conv_a(relu(h))))`` with mask-B ``K x K`` kernels."""
+
+    def __init__(self, width, kernel, groups, dtype):
+        super().__init__()
+        half = kernel // 2
+        g = colour_groups(width, groups)
+        mask = raster_mask(width, width, (kernel, kernel), (half, half), "B", g, g)
+        pad = (half, half, half, half)
+        self.conv_a = MaskedConv2d(width, width, (kernel, kernel), pad, mask,
+                                   dtype=dtype)
+        self.conv_b = MaskedConv2d(width, width, (kernel, kernel), pad, mask,
+                                   dtype=dtype)
+
+    def forward(self, h):
+        return h + self.conv_b(torch.relu(self.conv_a(torch.relu(h))))
+
+
+class TorchPlainPixelCNN(_ImageModule):
+    """The plain masked PixelCNN as an idiomatic ``nn.Module``; same config
+    keys as :class:`npar.models.pixelcnn.PixelCNN`."""
+
+    kind = "pixelcnn"
+
+    def __init__(self, config, dtype=torch.float32):
+        super().__init__(config, dtype)
+        groups, width = self.image_channels, config["channels"]
+        k0 = config["first_kernel"]
+        mask = raster_mask(width, groups, (k0, k0), (k0 // 2, k0 // 2), "A",
+                           colour_groups(width, groups), np.arange(groups))
+        self.conv_in = MaskedConv2d(groups, width, (k0, k0), (k0 // 2,) * 4, mask,
+                                    dtype=dtype)
+        self.blocks = nn.ModuleList(
+            [ResidualBlock(width, config["kernel"], groups, dtype)
+             for _ in range(config["layers"])])
+
+    def forward(self, x):
+        """Integer images ``(N, C, H, W)`` -> logits ``(N, C, H, W, V)``."""
+        h = self.conv_in(self.scale(x))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
+
+
+MODULES = {cls.kind: cls for cls in (TorchGatedPixelCNN, TorchPlainPixelCNN)}
