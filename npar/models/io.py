@@ -1,5 +1,133 @@
-"""Placeholder replaced below."""
-def load(path):
-    raise NotImplementedError
+"""Saving and loading models: one ``.npz`` file with the parameters, the
+config and the model kind, written atomically.
+
+The file holds one array per parameter, under its npar name (``l0.v.w``
+...), and a JSON string ``__npar__`` with ``{"kind", "config", "format"}``;
+training checkpoints add optimizer state and progress under names that
+start with ``__`` (see :mod:`npar.train.checkpoint`).
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_REGISTRY = {}
+
+
+def register(cls):
+    """Class decorator: make ``cls`` loadable by its ``kind``."""
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def model_class(kind):
+    """The model class registered under ``kind``."""
+    _import_models()
+    if kind not in _REGISTRY:
+        raise ValueError(
+            f"unknown model kind {kind!r}; known kinds: {sorted(_REGISTRY)}"
+        )
+    return _REGISTRY[kind]
+
+
+def _import_models():
+    # Importing the model modules registers their classes.
+    import npar.models.pixelcnn  # noqa: F401
+
+    try:
+        import npar.models.wavenet  # noqa: F401
+    except ImportError:  # the WaveNet module may be absent in a partial tree
+        pass
+
+
+def atomic_write_npz(path, arrays):
+    """Write ``arrays`` (a dict) to ``path`` as ``.npz`` atomically: a
+    temporary file in the same folder, flushed and fsynced, then renamed over
+    ``path``, so a crash leaves either the old file or the new one."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def model_arrays(model):
+    """The arrays that describe ``model``: parameters plus ``__npar__``."""
+    header = {"kind": model.kind, "config": model.config, "format": FORMAT_VERSION}
+    arrays = {name: value for name, value in model.params.items()}
+    arrays["__npar__"] = np.array(json.dumps(header))
+    return arrays
+
+
 def save(model, path):
-    raise NotImplementedError
+    """Save ``model`` (parameters, config, kind) to ``path`` atomically."""
+    atomic_write_npz(path, model_arrays(model))
+
+
+def read_npz(path):
+    """All arrays of an npar ``.npz`` file, with clear errors for files that
+    are missing, truncated or not npar's."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as error:  # zipfile.BadZipFile, ValueError, OSError ...
+        raise ValueError(
+            f"{path} is not a readable npar checkpoint (.npz): {error}"
+        ) from error
+    if "__npar__" not in arrays:
+        raise ValueError(
+            f"{path} has no '__npar__' header: it was not written by npar.save "
+            "or a training run (for foreign weights see npar.verify.interop)"
+        )
+    return arrays
+
+
+def header_of(arrays, path="<arrays>"):
+    """The ``{"kind", "config", "format"}`` header of a checkpoint."""
+    try:
+        header = json.loads(str(arrays["__npar__"]))
+    except (KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} has a damaged '__npar__' header") from error
+    if header.get("format") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format {header.get('format')!r}; this npar "
+            f"reads format {FORMAT_VERSION}"
+        )
+    return header
+
+
+def load(path, kind=None):
+    """Load a model saved by :func:`save` or a training checkpoint.
+
+    Args:
+        path: the ``.npz`` file.
+        kind: if given, the model kind that the file must hold (for example
+            ``"gated_pixelcnn"`` or ``"wavenet"``); another kind is an error.
+
+    Returns:
+        the model, with float32 (or as saved) parameters.
+    """
+    arrays = read_npz(path)
+    header = header_of(arrays, path)
+    if kind is not None and header["kind"] != kind:
+        raise ValueError(
+            f"{path} holds a {header['kind']!r} model, expected {kind!r}"
+        )
+    cls = model_class(header["kind"])
+    params = {k: v for k, v in arrays.items() if not k.startswith("__")}
+    return cls(header["config"], params=params)

@@ -14,6 +14,7 @@ and bits per dimension is ``-log p(x) / (C H W log 2)``.
 
 import numpy as np
 
+from npar.models.io import register
 from npar.nn.layers import Conv2d, Dense, shift_down_backward, shift_down_forward
 from npar.ops.activations import (
     gate_backward,
@@ -134,19 +135,55 @@ class _ImageModel:
         return (Dense("head1", features, hidden, m1 if masked else None),
                 Dense("head2", hidden, out, m2 if masked else None))
 
-    def forward(self, params, x):
+    def _one_hot(self, labels, n_batch):
+        # Class labels (N,) -> one-hot rows y (N, classes) in the model dtype;
+        # None for an unconditional model (config "classes" 0 or absent).
+        classes = self.config.get("classes", 0)
+        if labels is None:
+            if classes:
+                raise ValueError(
+                    f"this {self.kind} is class-conditional ({classes} classes): "
+                    f"pass labels, (N,) integers in 0..{classes - 1}"
+                )
+            return None
+        if not classes:
+            raise ValueError(
+                f"this {self.kind} is unconditional (classes = 0): labels must "
+                f"be None, got {type(labels).__name__}"
+            )
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+        if labels.shape != (n_batch,):
+            raise ValueError(
+                f"labels must have shape ({n_batch},), one per image, got "
+                f"{labels.shape}"
+            )
+        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+            raise ValueError(
+                f"labels must lie in 0..{classes - 1}, got values from "
+                f"{labels.min()} to {labels.max()}"
+            )
+        y = np.zeros((n_batch, classes), dtype=self.dtype)
+        y[np.arange(n_batch), labels] = 1.0
+        return y
+
+    def forward(self, params, x, labels=None):
         """Logits of every sub-pixel.
 
         Args:
             params: the parameter dict.
             x: ``(N, C, H, W)`` integer images.
+            labels: ``(N,)`` integer classes for a class-conditional model
+                (config ``classes > 0``), else None.
 
         Returns:
             logits: ``(N H W, C V)`` rows (one row per pixel, the ``V``
             levels of colour ``c`` in columns ``c V .. c V + V - 1``), and
             the cache for :meth:`backward`.
         """
-        features, body_cache = self._body_forward(params, self._scale(x))
+        y = self._one_hot(labels, x.shape[0])
+        features, body_cache = self._body_forward(params, self._scale(x), y)
         shape = features.shape
         head1, head2 = self.head
 
@@ -159,8 +196,13 @@ class _ImageModel:
                  head2_cache)
         return logits, cache
 
-    def backward(self, params, cache, dlogits):
-        """Gradients of every parameter given ``dlogits`` ``(N H W, C V)``."""
+    def backward(self, params, cache, dlogits, input_grad=False):
+        """Gradients of every parameter given ``dlogits`` ``(N H W, C V)``.
+
+        With ``input_grad`` the gradient with respect to the scaled input is
+        returned too, ``(grads, dx)`` with ``dx`` ``(N, C, H, W)``: what the
+        causality checks use to ask which inputs one logit depends on.
+        """
         shape, body_cache, relu1_cache, head1_cache, relu2_cache, head2_cache = cache
         head1, head2 = self.head
 
@@ -170,7 +212,11 @@ class _ImageModel:
         grads.update(g)
         dfeatures = relu_backward(np.ascontiguousarray(drows.T).reshape(shape),
                                   relu1_cache)
-        grads.update(self._body_backward(params, body_cache, dfeatures))
+        body_grads, dx = self._body_backward(params, body_cache, dfeatures,
+                                             input_grad)
+        grads.update(body_grads)
+        if input_grad:
+            return grads, np.ascontiguousarray(dx.transpose(1, 0, 2, 3))
         return grads
 
     def _targets(self, x):
@@ -178,18 +224,25 @@ class _ImageModel:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(-1).astype(
             np.int64)
 
-    def loss_and_grads(self, x, params=None):
+    def loss_and_grads(self, x, params=None, labels=None):
         """Mean negative log-likelihood per sub-pixel (nats) and its gradient.
 
         Args:
             x: ``(N, C, H, W)`` integer images.
+            params: a parameter dict to use instead of ``self.params``.
+            labels: ``(N,)`` integer classes (class-conditional models only).
 
         Returns:
             ``(loss, grads)`` with ``grads`` a dict shaped like ``params``.
         """
+        if params is not None and not isinstance(params, dict):
+            raise TypeError(
+                f"params must be a dict of arrays or None, got "
+                f"{type(params).__name__}; pass class labels as labels=..."
+            )
         params = self.params if params is None else params
         check_images(x, self.image_channels, self.levels)
-        logits, cache = self.forward(params, x)
+        logits, cache = self.forward(params, x, labels)
         flat = logits.reshape(-1, self.levels)
         nll, ce_cache = softmax_cross_entropy_forward(flat, self._targets(x))
         loss = float(nll.mean())
@@ -197,29 +250,47 @@ class _ImageModel:
         dlogits = softmax_cross_entropy_backward(dnll, ce_cache).reshape(logits.shape)
         return loss, self.backward(params, cache, dlogits)
 
-    def logits(self, x):
-        """Logits ``(N, C, H, W, V)`` for integer images ``x`` ``(N, C, H, W)``."""
+    def logit_input_gradient(self, x, channel, row, column, level):
+        """Gradient of one logit ``z[:, channel, row, column, level]`` (summed
+        over the batch) with respect to the scaled input, ``(N, C, H, W)``.
+
+        A causal model has zero gradient at every input position at or after
+        ``(row, column)`` in raster order (and at later colours of it)."""
         check_images(x, self.image_channels, self.levels)
-        rows, _ = self.forward(self.params, x)
+        logits, cache = self.forward(self.params, x)
+        n_batch, _, height, width = x.shape
+        dlogits = np.zeros_like(logits).reshape(n_batch, height, width,
+                                                self.image_channels, self.levels)
+        dlogits[:, row, column, channel, level] = 1.0
+        _, dx = self.backward(self.params, cache, dlogits.reshape(logits.shape),
+                              input_grad=True)
+        return dx
+
+    def logits(self, x, labels=None):
+        """Logits ``(N, C, H, W, V)`` for integer images ``x`` ``(N, C, H, W)``
+        (and ``(N,)`` class ``labels`` for a class-conditional model)."""
+        check_images(x, self.image_channels, self.levels)
+        rows, _ = self.forward(self.params, x, labels)
         n_batch, channels, height, width = x.shape
         out = rows.reshape(n_batch, height, width, channels, self.levels)
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2, 4))
 
-    def log_prob(self, x):
+    def log_prob(self, x, labels=None):
         """Per-image log-likelihood in nats, ``(N,)`` float64."""
-        logp = log_softmax(self.logits(x).astype(np.float64), axis=-1)
+        logp = log_softmax(self.logits(x, labels).astype(np.float64), axis=-1)
         picked = np.take_along_axis(logp, x[..., None].astype(np.int64), axis=-1)
         return picked.reshape(x.shape[0], -1).sum(axis=1)
 
-    def nll_sum(self, x):
+    def nll_sum(self, x, labels=None):
         """Summed negative log-likelihood (nats, float64) of a batch."""
         check_images(x, self.image_channels, self.levels)
-        rows, _ = self.forward(self.params, x)
+        rows, _ = self.forward(self.params, x, labels)
         nll, _ = softmax_cross_entropy_forward(rows.reshape(-1, self.levels),
                                                self._targets(x))
         return float(nll.astype(np.float64).sum())
 
 
+@register
 class GatedPixelCNN(_ImageModel):
     """Gated PixelCNN with vertical and horizontal stacks (van den Oord et
     al. 2016b, fig. 2).
@@ -228,7 +299,7 @@ class GatedPixelCNN(_ImageModel):
     width ``F``, a multiple of ``image_channels``), ``layers`` (number of
     gated layers, the first of mask type A), ``kernel`` (odd ``K`` of the
     later layers), ``first_kernel`` (odd ``K`` of the first layer),
-    ``head_channels`` and ``levels`` (V).
+    ``head_channels``, ``levels`` (V) and ``classes`` (0: unconditional).
 
     One gated layer, with ``v`` and ``h`` the two stacks, ``*`` a
     convolution and ``down`` the one-row shift:
@@ -244,6 +315,17 @@ class GatedPixelCNN(_ImageModel):
     ``W_h`` is a ``1 x (K//2 + 1)`` kernel ending at the current column,
     whose last tap is masked (type A in the first layer, B after).
     Nothing flows from ``h`` to ``v``. The first layer has no residual.
+
+    With ``classes > 0`` the model is class-conditional (van den Oord et al.
+    2016b, eq. 4): a one-hot class ``y`` adds a learned per-class bias
+    inside every gate of both stacks,
+
+    .. math::  \\hat v \\mathrel{+}= V_v^\\top y,\\qquad
+               \\hat h \\mathrel{+}= V_h^\\top y,
+
+    with ``V_v`` = ``l{i}.vy.w`` and ``V_h`` = ``l{i}.hy.w``, each
+    ``(2F, classes)``; the bias of ``v`` reaches ``h`` only through the
+    down-shift, like the rest of ``v``.
     """
 
     kind = "gated_pixelcnn"
@@ -251,18 +333,23 @@ class GatedPixelCNN(_ImageModel):
     @staticmethod
     def default_config():
         return dict(image_channels=1, channels=32, layers=6, kernel=3,
-                    first_kernel=7, head_channels=64, levels=LEVELS)
+                    first_kernel=7, head_channels=64, levels=LEVELS, classes=0)
 
     def _build(self):
         cfg = self.config
         groups = self.image_channels
         width = cfg["channels"]
+        classes = cfg.get("classes", 0)
+        if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) \
+                or classes < 0:
+            raise ValueError(f"classes must be an integer >= 0, got {classes!r}")
         for key in ("kernel", "first_kernel"):
             if cfg[key] < 1 or cfg[key] % 2 == 0:
                 raise ValueError(f"{key} must be an odd integer >= 1, got {cfg[key]}")
         if cfg["layers"] < 1:
             raise ValueError(f"layers must be >= 1, got {cfg['layers']}")
         self.stack = []
+        self.class_bias = []
         for index in range(cfg["layers"]):
             k = cfg["first_kernel"] if index == 0 else cfg["kernel"]
             c_in = groups if index == 0 else width
@@ -282,9 +369,14 @@ class GatedPixelCNN(_ImageModel):
             h_out = Conv2d(f"l{index}.ho", width, width, (1, 1),
                            mask=out_mask if groups > 1 else None)
             self.stack.append((v_conv, h_conv, v_to_h, h_out))
+            if classes:
+                self.class_bias.append((
+                    Dense(f"l{index}.vy", classes, 2 * width, bias=False),
+                    Dense(f"l{index}.hy", classes, 2 * width, bias=False)))
         self.head = self._head_layers(width)
         self.layers = [layer for group in self.stack for layer in group]
         self.layers += list(self.head)
+        self.layers += [layer for pair in self.class_bias for layer in pair]
 
     def receptive_field(self):
         """Rows above and columns to each side that the logits can read."""
@@ -293,25 +385,38 @@ class GatedPixelCNN(_ImageModel):
         return {"rows_above": sum(k // 2 for k in ks) + 1,
                 "columns_each_side": sum(k // 2 for k in ks)}
 
-    def _body_forward(self, params, x):
+    def _body_forward(self, params, x, y=None):
         v, h = x, x
         caches = []
+        class_caches = []
         for index, (v_conv, h_conv, v_to_h, h_out) in enumerate(self.stack):
             v_pre, v_cache = v_conv.forward(params, v)
+            if y is not None:
+                v_bias, h_bias = self.class_bias[index]
+                bias, vy_cache = v_bias.forward(params, y)
+                v_pre += bias.T[:, :, None, None]
             link, link_cache = v_to_h.forward(params, shift_down_forward(v_pre))
             h_pre, h_cache = h_conv.forward(params, h)
             h_pre += link
+            if y is not None:
+                bias, hy_cache = h_bias.forward(params, y)
+                h_pre += bias.T[:, :, None, None]
+                class_caches.append((vy_cache, hy_cache))
             v, v_gate_cache = gate_forward(v_pre, axis=0)
             h_gated, h_gate_cache = gate_forward(h_pre, axis=0)
             h_res, out_cache = h_out.forward(params, h_gated)
             h = h_res if index == 0 else h + h_res
             caches.append((v_cache, link_cache, h_cache, v_gate_cache,
                            h_gate_cache, out_cache))
+        if y is not None:
+            caches.append(class_caches)
         return h, caches
 
-    def _body_backward(self, params, caches, dh):
+    def _body_backward(self, params, caches, dh, input_grad=False):
         grads = {}
         dv = None
+        conditional = len(caches) > len(self.stack)
+        class_caches = caches[len(self.stack)] if conditional else None
         for index in reversed(range(len(self.stack))):
             v_conv, h_conv, v_to_h, h_out = self.stack[index]
             (v_cache, link_cache, h_cache, v_gate_cache, h_gate_cache,
@@ -320,21 +425,34 @@ class GatedPixelCNN(_ImageModel):
             dh_gated, g = h_out.backward(params, out_cache, dh)
             grads.update(g)
             dh_pre = gate_backward(dh_gated, h_gate_cache)
-            dh_in, g = h_conv.backward(params, h_cache, dh_pre, need_dx=index > 0)
+            dh_in, g = h_conv.backward(params, h_cache, dh_pre,
+                                       need_dx=index > 0 or input_grad)
             grads.update(g)
             dlink, g = v_to_h.backward(params, link_cache, dh_pre)
             grads.update(g)
             dv_pre = shift_down_backward(dlink)
             if dv is not None:
                 dv_pre += gate_backward(dv, v_gate_cache)
-            dv, g = v_conv.backward(params, v_cache, dv_pre, need_dx=index > 0)
+            if class_caches is not None:
+                # The bias of image n is the same at every pixel: its gradient
+                # is the sum of the pre-activation gradient over (H, W).
+                v_bias, h_bias = self.class_bias[index]
+                vy_cache, hy_cache = class_caches[index]
+                _, g = h_bias.backward(params, hy_cache, dh_pre.sum(axis=(2, 3)).T)
+                grads.update(g)
+                _, g = v_bias.backward(params, vy_cache, dv_pre.sum(axis=(2, 3)).T)
+                grads.update(g)
+            dv, g = v_conv.backward(params, v_cache, dv_pre,
+                                    need_dx=index > 0 or input_grad)
             grads.update(g)
             # The residual carries dh straight through to the layer below.
             if index > 0:
                 dh = dh + dh_in
-        return grads
+        dx = dv + dh_in if input_grad else None
+        return grads, dx
 
 
+@register
 class PixelCNN(_ImageModel):
     """The plain masked PixelCNN (van den Oord et al. 2016a, sec. 3.4).
 
@@ -376,7 +494,8 @@ class PixelCNN(_ImageModel):
         self.layers = [self.first] + [c for pair in self.blocks for c in pair]
         self.layers += list(self.head)
 
-    def _body_forward(self, params, x):
+    def _body_forward(self, params, x, y=None):
+        # y is always None: the plain PixelCNN has no classes (see _one_hot).
         h, first_cache = self.first.forward(params, x)
         caches = []
         for conv_a, conv_b in self.blocks:
@@ -388,7 +507,7 @@ class PixelCNN(_ImageModel):
             caches.append((relu_a, cache_a, relu_b, cache_b))
         return h, (first_cache, caches)
 
-    def _body_backward(self, params, cache, dh):
+    def _body_backward(self, params, cache, dh, input_grad=False):
         first_cache, caches = cache
         grads = {}
         for (conv_a, conv_b), (relu_a, cache_a, relu_b, cache_b) in zip(
@@ -398,6 +517,6 @@ class PixelCNN(_ImageModel):
             da, g = conv_a.backward(params, cache_a, relu_backward(db, relu_b))
             grads.update(g)
             dh = dh + relu_backward(da, relu_a)
-        _, g = self.first.backward(params, first_cache, dh, need_dx=False)
+        dx, g = self.first.backward(params, first_cache, dh, need_dx=input_grad)
         grads.update(g)
-        return grads
+        return grads, dx

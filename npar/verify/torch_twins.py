@@ -95,3 +95,73 @@ class TorchPixelCNN(torch.nn.Module):
         """Gradients after ``loss(x).backward()``, as a dict of numpy arrays."""
         return {k: w.grad.detach().numpy().copy() for k, w in zip(self.names,
                                                                    self.weights)}
+
+
+class TorchWaveNet(torch.nn.Module):
+    """Twin of :class:`npar.models.wavenet.WaveNet`, with the same parameter
+    names and the same layout of every weight (``torch.nn.Conv1d``'s).
+
+    The input layer, a causal convolution of the delayed one-hot codes,
+    is computed as ``K_0`` embedding look-ups (the one-hot product, without
+    the ``V``-wide matrix), the dilated convolutions as ``F.conv1d`` on the
+    input padded with ``D (K - 1)`` zeros on the left.
+    """
+
+    def __init__(self, model, params=None):
+        super().__init__()
+        self.model = model
+        params = model.params if params is None else params
+        self.names = list(params)
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.from_numpy(np.array(params[k])))
+             for k in self.names])
+
+    def params_t(self):
+        return dict(zip(self.names, self.weights))
+
+    def forward(self, q, start=0):
+        """``q`` integer codes ``(N, T)`` -> logits rows ``(N (T - start), V)``,
+        row ``n (T - start) + t - start`` for ``q[n, t]`` (npar's order)."""
+        model = self.model
+        p = self.params_t()
+        q = torch.as_tensor(np.asarray(q, dtype=np.int64))
+        w_in, b_in = p["input.w"], p["input.b"]
+        width, levels, k0 = w_in.shape
+        # Tap k reads q[t - 1 - (K_0 - 1 - k)] = q_pad[t + k], with q_pad the
+        # codes after K_0 copies of index `levels`, a zero row of the table:
+        # the one-hot vector of "before the clip".
+        length = q.shape[1]
+        q_pad = F.pad(q, (k0, 0), value=levels)
+        h = b_in
+        for k in range(k0):
+            table = torch.cat([w_in[:, :, k].T, w_in.new_zeros(1, width)])
+            h = h + F.embedding(q_pad[:, k:k + length], table)
+        h = h.permute(0, 2, 1)
+
+        skip_sum = 0
+        for dilated, residual, skip in model.blocks:
+            pad = dilated.dilation * (dilated.kernel - 1)
+            z = F.conv1d(F.pad(h, (pad, 0)), p[dilated.w_name], p[dilated.b_name],
+                         dilation=dilated.dilation)
+            g = _gate(z)
+            skip_sum = skip_sum + F.conv1d(g[:, :, start:], p[skip.w_name],
+                                           p[skip.b_name])
+            if residual is not None:
+                h = h + F.conv1d(g, p[residual.w_name], p[residual.b_name])
+        a = F.conv1d(torch.relu(skip_sum), p["head1.w"], p["head1.b"])
+        logits = F.conv1d(torch.relu(a), p["head2.w"], p["head2.b"])
+        return logits.permute(0, 2, 1).reshape(-1, logits.shape[1])
+
+    def loss(self, q, start=None):
+        """Mean negative log-likelihood per sample (nats) over ``t >= start``
+        (default: the model's ``loss_start()``)."""
+        start = self.model.loss_start() if start is None else start
+        rows = self.forward(q, start)
+        targets = torch.as_tensor(np.asarray(q)[:, start:].reshape(-1)
+                                  .astype(np.int64))
+        return F.cross_entropy(rows, targets)
+
+    def grads(self):
+        """Gradients after ``loss(q).backward()``, as a dict of numpy arrays."""
+        return {k: w.grad.detach().numpy().copy() for k, w in zip(self.names,
+                                                                   self.weights)}

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``npar`` command line; see :mod:`npar.cli`."""

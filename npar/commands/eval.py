@@ -1,0 +1,52 @@
+"""``npar eval CKPT``: test-set bits/dim of a PixelCNN checkpoint."""
+
+import math
+
+from npar.data.mnist import load_mnist
+from npar.models.io import load
+from npar.train.loop import evaluate_nll
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("eval", help="print test bits/dim of a checkpoint",
+                              description="Evaluate a PixelCNN checkpoint on the "
+                              "MNIST test set and print bits per dimension.")
+    p.add_argument("checkpoint", help="checkpoint.npz or a saved model")
+    p.add_argument("--data-dir", help="folder with the MNIST IDX files")
+    p.add_argument("--limit", type=int, help="first N test images only")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def run(args):
+    model = load(args.checkpoint)
+    if model.kind not in ("gated_pixelcnn", "pixelcnn"):
+        raise ValueError(
+            f"npar eval evaluates PixelCNN checkpoints on MNIST; "
+            f"{args.checkpoint} holds a {model.kind!r} model")
+    images, labels = load_mnist("test", args.data_dir)
+    if args.limit is not None:
+        images, labels = images[:args.limit], labels[:args.limit]
+    if model.config.get("classes"):
+        nll = evaluate_nll(lambda b: model.nll_sum(b[0], b[1]),
+                           _Pairs(images, labels), args.batch_size,
+                           not args.no_progress)
+    else:
+        nll = evaluate_nll(model.nll_sum, images, args.batch_size,
+                           not args.no_progress)
+    bpd = nll / (len(images) * images[0].size * math.log(2))
+    print(f"test bits/dim {bpd:.4f} on {len(images)} images")
+    return 0
+
+
+class _Pairs:
+    # (images, labels) sliced together, for evaluate_nll.
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index], self.labels[index]

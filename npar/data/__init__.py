@@ -1,0 +1,1 @@
+"""Data: MNIST (IDX files) and speech audio (WAV, mu-law)."""
