@@ -26,5 +26,6 @@ in 1-D), and "convolution" means cross-correlation, as in PyTorch and ONNX.
 
 from npar._version import __version__
 from npar.models.io import load, save
+from npar.verify.gradcheck import gradcheck
 
-__all__ = ["__version__", "load", "save"]
+__all__ = ["__version__", "gradcheck", "load", "save"]
