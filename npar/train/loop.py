@@ -137,8 +137,11 @@ def fit(model, optimizer, batch_fn, *, max_steps=None, time_budget=None,
         while finished() is None:
             start = time.perf_counter()
             batch = batch_fn(state["step"])
-            loss, grads = model.loss_and_grads(*batch)
-            norm = clip_by_global_norm(grads, clip_norm)
+            try:
+                loss, grads = model.loss_and_grads(*batch)
+                norm = clip_by_global_norm(grads, clip_norm)
+            except FloatingPointError:  # the loss saw NaN or inf logits
+                loss, norm = math.nan, math.nan
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 bar.close()
                 where = (f"the last good checkpoint {checkpoint_path} (step "

@@ -1,0 +1,185 @@
+"""Training: the loss falls on real MNIST, resume is exact, the NaN guard keeps
+the last good checkpoint, checkpoints are atomic and checked on load."""
+
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from npar.cli import main
+from npar.commands.train_pixelcnn import make_batch_fn
+from npar.data.mnist import load_mnist
+from npar.models.io import load, save
+from npar.models.pixelcnn import GatedPixelCNN
+from npar.train.checkpoint import load_checkpoint, save_checkpoint
+from npar.train.loop import TrainingDiverged, fit
+from npar.train.optim import SGD, Adam, clip_by_global_norm
+
+
+def small_model(seed=0):
+    config = {**GatedPixelCNN.default_config(), "channels": 8, "layers": 2,
+              "head_channels": 16}
+    return GatedPixelCNN(config, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def mnist_small():
+    images, labels = load_mnist("train")
+    return images[:2000, :, :14, :14], labels[:2000]
+
+
+def test_loss_falls_on_real_mnist(mnist_small):
+    images, _ = mnist_small
+    model = small_model()
+    batch_fn, _ = make_batch_fn(images, 16, seed=0)
+    state = fit(model, Adam(3e-3), batch_fn, max_steps=60, progress=False)
+    losses = np.array(state["losses"])
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
+    assert state["stopped"] == "max_steps" and state["step"] == 60
+
+
+@pytest.mark.parametrize("optimizer_cls", [Adam, SGD])
+def test_resume_gives_the_same_losses(tmp_path, mnist_small, optimizer_cls):
+    images, _ = mnist_small
+    batch_fn, _ = make_batch_fn(images, 8, seed=3)
+
+    model = small_model()
+    full = fit(model, optimizer_cls(1e-3), batch_fn, max_steps=8, progress=False,
+               clip_norm=1.0, schedule="cosine")
+
+    # The same run, interrupted by Ctrl-C (SIGINT) during step 4: it finishes
+    # that step, writes its checkpoint and stops.
+    def interrupted_batch_fn(step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return batch_fn(step)
+
+    path = tmp_path / "checkpoint.npz"
+    first = small_model()
+    stopped = fit(first, optimizer_cls(1e-3), interrupted_batch_fn, max_steps=8,
+                  progress=False, clip_norm=1.0, schedule="cosine",
+                  checkpoint_path=path)
+    assert stopped["stopped"] == "interrupted" and stopped["step"] == 4
+    optimizer = optimizer_cls(1e-3)
+    resumed_model, state = load_checkpoint(path, optimizer)
+    resumed = fit(resumed_model, optimizer, batch_fn, max_steps=8, progress=False,
+                  clip_norm=1.0, schedule="cosine", state=state)
+
+    assert resumed["losses"] == full["losses"]
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(resumed_model.params[name], value)
+
+
+def test_nan_guard_keeps_last_good_checkpoint(tmp_path, mnist_small):
+    images, _ = mnist_small
+    model = small_model()
+    path = tmp_path / "checkpoint.npz"
+    batch_fn, _ = make_batch_fn(images, 8, seed=0)
+    fit(model, Adam(1e-3), batch_fn, max_steps=3, progress=False,
+        checkpoint_path=path)
+    saved = {k: v.copy() for k, v in model.params.items()}
+
+    model.params["head2.b"][:] = np.nan  # poison the model
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        fit(model, Adam(1e-3), batch_fn, max_steps=6, progress=False,
+            checkpoint_path=path, state={"step": 3, "checkpoint_step": 3})
+    reloaded, state = load_checkpoint(path)
+    assert state["step"] == 3
+    for name, value in saved.items():
+        np.testing.assert_array_equal(reloaded.params[name], value)
+
+
+def test_clip_by_global_norm():
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}
+    norm = clip_by_global_norm(grads, 1.0)
+    assert norm == pytest.approx(5.0)
+    assert grads["a"][0] == pytest.approx(0.6) and grads["b"][0, 0] == pytest.approx(0.8)
+    assert clip_by_global_norm({"a": np.array([np.inf])}, 1.0) == np.inf
+
+
+def test_adam_first_step_by_hand():
+    params = {"w": np.array([1.0, -2.0])}
+    Adam(lr=0.1).step(params, {"w": np.array([0.5, -3.0])})
+    # After one step m_hat = g and v_hat = g^2, so the update is lr * sign(g).
+    np.testing.assert_allclose(params["w"], [0.9, -1.9], rtol=1e-6)
+
+
+def test_optimizer_errors():
+    with pytest.raises(ValueError, match="learning rate"):
+        Adam(lr=-1)
+    with pytest.raises(ValueError, match="beta1"):
+        Adam(beta1=1.0)
+    with pytest.raises(ValueError, match="momentum"):
+        SGD(momentum=2)
+
+
+def test_checkpoint_errors(tmp_path):
+    model = small_model()
+    path = tmp_path / "model.npz"
+    save(model, path)
+    assert load(path).n_params() == model.n_params()
+    with pytest.raises(ValueError, match="expected 'wavenet'"):
+        load(path, kind="wavenet")
+
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="not a readable npar checkpoint"):
+        load(truncated)
+
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, w=np.zeros(3))
+    with pytest.raises(ValueError, match="no '__npar__' header"):
+        load(foreign)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load(tmp_path / "missing.npz")
+
+    # A checkpoint of another configuration does not load into this one.
+    other = GatedPixelCNN({**model.config, "channels": 4})
+    with pytest.raises(ValueError, match="shape"):
+        GatedPixelCNN(model.config, params=other.params)
+
+    save_checkpoint(path, model, Adam(1e-3), {"step": 1})
+    with pytest.raises(ValueError, match="optimizer"):
+        load_checkpoint(path, SGD(1e-3))
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    model = small_model()
+    path = tmp_path / "checkpoint.npz"
+    save(model, path)
+    before = path.read_bytes()
+
+    def broken_savez(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save(small_model(seed=1), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]
+
+
+def test_cli_train_eval_and_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["train", "pixelcnn", "--channels", "4", "--layers", "1",
+              "--head-channels", "8", "--batch-size", "4", "--test-limit", "8",
+              "--samples", "0", "--no-progress", "--out", str(out)]
+    assert main(common + ["--max-steps", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_bpd", "train_bpd", "images_per_s", "params", "wall_s"):
+        assert key in metrics
+    assert metrics["steps"] == 2 and math.isfinite(metrics["test_bpd"])
+    assert main(common + ["--max-steps", "4", "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+
+    capsys.readouterr()
+    assert main(["eval", str(out / "checkpoint.npz"), "--limit", "8",
+                 "--no-progress"]) == 0
+    assert "test bits/dim" in capsys.readouterr().out
+
+    assert main(["eval", str(tmp_path / "nothing.npz")]) == 1
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert os.path.exists(out / "checkpoint.npz")
