@@ -153,12 +153,15 @@ class GradcheckReport:
             if row.kink_crossings:
                 parts.append(f"{row.name!r} not checked: {row.note}")
             elif not row.passed:
+                if isinstance(row.worst, tuple):
+                    where = f"at entry {row.worst}: backward"
+                else:
+                    where = f"along random direction {row.worst}: <backward, d>"
                 parts.append(
                     f"gradient of {row.name!r} is wrong: max relative error "
-                    f"{row.max_rel_error:.2e} > {self.tolerance:.0e} "
-                    f"(worst at {row.worst}: backward {row.analytic:.6g}, "
-                    f"centred difference {row.numerical:.6g})"
-                    + (f"; {row.note}" if row.note else "")
+                    f"{row.max_rel_error:.2e} > {self.tolerance:.0e} (worst "
+                    f"{where} {row.analytic:.6g}, centred difference "
+                    f"{row.numerical:.6g})" + (f"; {row.note}" if row.note else "")
                 )
         parts.extend(self.kinks)
         return f"{label}FAIL: " + "; ".join(parts)
