@@ -41,6 +41,7 @@ from npar.models.io import atomic_write_npz, model_class
 logger = logging.getLogger(__name__)
 
 IMAGE_KINDS = ("gated_pixelcnn", "pixelcnn")
+KINDS = IMAGE_KINDS + ("wavenet",)
 TORCH_SUFFIXES = (".pt", ".pth")
 
 NameRow = namedtuple("NameRow", "npar foreign npar_shape foreign_shape")
@@ -79,9 +80,21 @@ def _plain_layer_pairs(config):
     yield "head2", "head2"
 
 
-_LAYER_PAIRS = {"gated_pixelcnn": _gated_layer_pairs, "pixelcnn": _plain_layer_pairs}
+def _wavenet_layer_pairs(config):
+    yield "input", "input_conv"
+    for index in range(config["layers"] * config["stacks"]):
+        for npar_part, torch_part in (("dilated", "dilated_conv"),
+                                      ("residual", "residual_conv"),
+                                      ("skip", "skip_conv")):
+            yield f"block{index}.{npar_part}", f"blocks.{index}.{torch_part}"
+    yield "head1", "head1"
+    yield "head2", "head2"
+
+
+_LAYER_PAIRS = {"gated_pixelcnn": _gated_layer_pairs, "pixelcnn": _plain_layer_pairs,
+                "wavenet": _wavenet_layer_pairs}
 # npar's dense head weights (C_out, C_in) are 1x1 convolutions in PyTorch.
-_DENSE_TAIL = {"gated_pixelcnn": (1, 1), "pixelcnn": (1, 1)}
+_DENSE_TAIL = {"gated_pixelcnn": (1, 1), "pixelcnn": (1, 1), "wavenet": (1,)}
 
 
 def _check_kind(kind):
@@ -128,7 +141,7 @@ def layer_masks(model):
     """npar's mask of each masked weight: ``{npar weight name: mask}``, each
     mask shaped like the weight (layers without a mask are left out)."""
     return {layer.w_name: np.asarray(layer.mask) for layer in model.layers
-            if layer.mask is not None}
+            if getattr(layer, "mask", None) is not None}
 
 
 def to_state_dict(model):
@@ -154,10 +167,13 @@ def detect_kind(state_dict):
         return "gated_pixelcnn"
     if "conv_in.weight" in state_dict:
         return "pixelcnn"
+    if "input_conv.weight" in state_dict:
+        return "wavenet"
     sample = sorted(state_dict)[:6]
     raise ValueError(
-        "cannot tell the model kind of this state_dict (it has neither "
-        f"'layers.0.v_conv.weight' nor 'conv_in.weight'; first names: {sample}); "
+        "cannot tell the model kind of this state_dict (it has none of "
+        "'layers.0.v_conv.weight', 'conv_in.weight', 'input_conv.weight'; "
+        f"first names: {sample}); "
         "pass kind= (--kind) and see docs/interop.md for the expected names"
     )
 
@@ -182,11 +198,37 @@ def _shape(state_dict, name):
     return state_dict[name].shape
 
 
-def infer_config(kind, state_dict):
-    """The npar config of a foreign ``state_dict``, read from its shapes."""
+def infer_config(kind, state_dict, given=None):
+    """The npar config of a foreign ``state_dict``, read from its shapes.
+
+    Args:
+        kind: the model kind.
+        state_dict: ``{PyTorch name: array}``.
+        given: config entries that override what the shapes say; needed for
+            what shapes do not show: WaveNet's ``stacks`` (its blocks are
+            read as one stack of ``layers`` unless ``stacks`` is given, then
+            ``layers = blocks / stacks``) and ``loss_from_start``.
+    """
     _check_kind(kind)
+    given = dict(given or {})
     head1 = _shape(state_dict, "head1.weight")
     head2 = _shape(state_dict, "head2.weight")
+    if kind == "wavenet":
+        first = _shape(state_dict, "input_conv.weight")
+        blocks = _count_indexed(state_dict, "blocks.", ".dilated_conv.weight")
+        stacks = int(given.get("stacks", 1))
+        if blocks % stacks:
+            raise ValueError(f"{blocks} blocks do not split into {stacks} stacks")
+        config = dict(levels=int(first[1]), channels=int(first[0]),
+                      skip_channels=int(_shape(state_dict,
+                                               "blocks.0.skip_conv.weight")[0]),
+                      head_channels=int(head1[0]), layers=blocks // stacks,
+                      stacks=stacks,
+                      kernel=int(_shape(state_dict,
+                                        "blocks.0.dilated_conv.weight")[2]),
+                      first_kernel=int(first[2]), loss_from_start=False)
+        config.update(given)
+        return config
     if kind == "gated_pixelcnn":
         layers = _count_indexed(state_dict, "layers.", ".v_conv.weight")
         first = _shape(state_dict, "layers.0.v_conv.weight")
@@ -205,6 +247,7 @@ def infer_config(kind, state_dict):
                       first_kernel=int(first[3]))
     config["head_channels"] = int(head1[0])
     config["levels"] = int(head2[0]) // config["image_channels"]
+    config.update(given)
     return config
 
 
@@ -257,9 +300,9 @@ def from_state_dict(state_dict, kind=None, config=None, check_masks=True,
             :mod:`npar.verify.torch_modules` (a ``module.`` prefix is
             dropped); optional ``<module>.mask`` entries are checked against
             npar's masks.
-        kind: ``"gated_pixelcnn"`` or ``"pixelcnn"``; default: detected
-            from the names.
-        config: the npar config; default: read from the shapes
+        kind: ``"gated_pixelcnn"``, ``"pixelcnn"`` or ``"wavenet"``;
+            default: detected from the names.
+        config: npar config entries; the rest is read from the shapes
             (:func:`infer_config`).
         check_masks: raise if a carried mask differs from npar's.
         zero_masked: set the weights at npar's masked taps to zero. npar's
@@ -272,10 +315,7 @@ def from_state_dict(state_dict, kind=None, config=None, check_masks=True,
     state_dict = _normalise_state_dict(state_dict)
     kind = detect_kind(state_dict) if kind is None else _check_kind(kind)
     cls = model_class(kind)
-    if config is None:
-        config = infer_config(kind, state_dict)
-    else:
-        config = {**cls.default_config(), **config}
+    config = infer_config(kind, state_dict, config)
     skeleton = cls(config)
     rows = name_table(skeleton)
 
@@ -386,7 +426,8 @@ def torch_module(model, dtype=None):
 
 def to_julia_kernel(w, flipped=True):
     """npar/PyTorch kernel ``(C_out, C_in, K_h, K_w)`` -> Julia's
-    ``(K_w, K_h, C_in, C_out)``.
+    ``(K_w, K_h, C_in, C_out)`` (1-D: ``(C_out, C_in, K)`` -> ``(K, C_in,
+    C_out)``).
 
     The returned array ``u`` has ``u[q, p, c, o] = w[o, c, p', q']`` with
     ``(p', q') = (K_h-1-p, K_w-1-q)`` when ``flipped`` and ``(p, q)`` when
@@ -394,8 +435,8 @@ def to_julia_kernel(w, flipped=True):
     size ``(K_w, K_h, C_in, C_out)`` that Flux and Lux layers hold.
 
     Args:
-        w: ``(C_out, C_in, K_h, K_w)``.
-        flipped: True (default) reverses both spatial axes, for a Julia
+        w: ``(C_out, C_in, K_h, K_w)`` or ``(C_out, C_in, K)``.
+        flipped: True (default) reverses the spatial axes, for a Julia
             layer that computes a true convolution: Flux ``Conv``, Lux
             ``Conv`` (``cross_correlation=false``, its default) and NNlib's
             ``conv`` with its keyword ``flipped=false`` (NNlib's keyword
@@ -404,25 +445,32 @@ def to_julia_kernel(w, flipped=True):
             ``Conv(...; cross_correlation=true)``, NNlib ``flipped=true``.
 
     Returns:
-        ``(K_w, K_h, C_in, C_out)``, same dtype.
+        ``(K_w, K_h, C_in, C_out)`` (or ``(K, C_in, C_out)``), same dtype.
     """
     w = np.asarray(w)
-    if w.ndim != 4:
-        raise ValueError(f"w must be (C_out, C_in, K_h, K_w), got shape {w.shape}")
+    if w.ndim not in (3, 4):
+        raise ValueError(
+            f"w must be (C_out, C_in, K_h, K_w) or (C_out, C_in, K), got shape "
+            f"{w.shape}"
+        )
     if flipped:
-        w = w[:, :, ::-1, ::-1]
-    return np.ascontiguousarray(w.transpose(3, 2, 1, 0))
+        w = np.flip(w, axis=tuple(range(2, w.ndim)))
+    return np.ascontiguousarray(w.transpose(tuple(reversed(range(w.ndim)))))
 
 
 def from_julia_kernel(u, flipped=True):
     """Inverse of :func:`to_julia_kernel`: ``(K_w, K_h, C_in, C_out)`` ->
-    ``(C_out, C_in, K_h, K_w)``; ``flipped`` as there."""
+    ``(C_out, C_in, K_h, K_w)`` (or ``(K, C_in, C_out)`` -> ``(C_out, C_in,
+    K)``); ``flipped`` as there."""
     u = np.asarray(u)
-    if u.ndim != 4:
-        raise ValueError(f"u must be (K_w, K_h, C_in, C_out), got shape {u.shape}")
-    w = u.transpose(3, 2, 1, 0)
+    if u.ndim not in (3, 4):
+        raise ValueError(
+            f"u must be (K_w, K_h, C_in, C_out) or (K, C_in, C_out), got shape "
+            f"{u.shape}"
+        )
+    w = u.transpose(tuple(reversed(range(u.ndim))))
     if flipped:
-        w = w[:, :, ::-1, ::-1]
+        w = np.flip(w, axis=tuple(range(2, w.ndim)))
     return np.ascontiguousarray(w)
 
 
@@ -485,8 +533,8 @@ def julia_conv_reference(x, u, pad=(0, 0, 0, 0), dilation=(1, 1),
 
 def to_julia(model, flipped=True):
     """``model``'s parameters for a Julia model: PyTorch names, every
-    4-D kernel through :func:`to_julia_kernel`, biases unchanged."""
-    return {name: to_julia_kernel(value, flipped) if value.ndim == 4 else value
+    kernel through :func:`to_julia_kernel`, biases unchanged."""
+    return {name: to_julia_kernel(value, flipped) if value.ndim >= 3 else value
             for name, value in to_state_dict(model).items()}
 
 
@@ -499,24 +547,36 @@ def _check_ints(name, x):
     return x
 
 
-def _order_keys(kind, shape):
-    """Autoregressive order of each input entry: an int array of ``shape``.
+def position_axes(kind):
+    """Names of the axes of one input position: ``("c", "i", "j")`` for
+    images ``(N, C, H, W)``, ``("t",)`` for audio codes ``(N, T)``."""
+    return ("t",) if _check_kind(kind) == "wavenet" else ("c", "i", "j")
 
-    For images ``(N, C, H, W)`` sub-pixel ``(c, i, j)`` has key
-    ``(i W + j) C + c``: a logit may read exactly the inputs with a
-    smaller key.
+
+def order_keys(kind, shape):
+    """Autoregressive order of every input position.
+
+    Args:
+        kind: the model kind.
+        shape: the input's shape without the batch axis, ``(C, H, W)`` or
+            ``(T,)``.
+
+    Returns:
+        int64 array of ``shape``: sub-pixel ``(c, i, j)`` has key
+        ``(i W + j) C + c``, sample ``t`` has key ``t``. The logit at a
+        position with key ``k`` may read exactly the inputs with a key
+        smaller than ``k``.
     """
-    if kind not in IMAGE_KINDS:
-        raise NotImplementedError(f"causality probes for kind {kind!r}")
-    _, channels, height, width = shape
+    if position_axes(kind) == ("t",):
+        return np.arange(shape[0], dtype=np.int64)
+    channels, height, width = shape
     c, i, j = np.meshgrid(np.arange(channels), np.arange(height), np.arange(width),
                           indexing="ij")
-    return np.broadcast_to((i * width + j) * channels + c, shape)
+    return ((i * width + j) * channels + c).astype(np.int64)
 
 
-def _describe_image_index(index):
-    names = ("n", "c", "i", "j", "v")
-    return "(" + ", ".join(f"{k}={int(v)}" for k, v in zip(names, index)) + ")"
+def _describe(axes, index):
+    return "(" + ", ".join(f"{k}={int(v)}" for k, v in zip(axes, index)) + ")"
 
 
 def compare_arrays(ours, theirs):
@@ -531,13 +591,15 @@ def compare_arrays(ours, theirs):
     theirs = np.asarray(theirs, dtype=np.float64)
     if ours.shape != theirs.shape:
         raise ValueError(f"shapes differ: npar {ours.shape}, reference {theirs.shape}")
-    diff = np.abs(ours - theirs)
     if not np.all(np.isfinite(theirs)):
         bad = np.argwhere(~np.isfinite(theirs))[0]
         raise ValueError(f"the reference holds a non-finite value at {tuple(bad)}")
-    flat = int(np.argmax(diff)) if diff.size else 0
-    scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
-    max_abs = float(diff.reshape(-1)[flat]) if diff.size else 0.0
+    diff = np.abs(ours - theirs)
+    if not diff.size:
+        return dict(shape=theirs.shape, max_abs=0.0, max_rel=0.0, where=())
+    flat = int(np.argmax(diff))
+    scale = float(np.max(np.abs(theirs)))
+    max_abs = float(diff.reshape(-1)[flat])
     return dict(shape=tuple(theirs.shape), max_abs=max_abs,
                 max_rel=max_abs / max(scale, np.finfo(np.float64).tiny),
                 where=tuple(int(i) for i in np.unravel_index(flat, theirs.shape)))
@@ -556,21 +618,25 @@ def _grad_names(model):
     return table
 
 
-def _position_summary(ours, theirs, tol_abs):
-    # Logits (N, C, H, W, V): which positions differ by more than tol_abs.
+def _position_summary(kind, ours, theirs, tol_abs):
+    # Logits (N, *P, V): the positions P whose V logits differ by > tol_abs.
     per_position = np.abs(np.asarray(ours, np.float64) - theirs).max(axis=-1)
     bad = np.argwhere(per_position > tol_abs)
+    summary = dict(axes=("n",) + position_axes(kind), n_differing=int(len(bad)),
+                   n_positions=int(per_position.size))
     if not len(bad):
-        return dict(n_differing=0, n_positions=int(per_position.size))
-    order = np.lexsort((bad[:, 1], bad[:, 3], bad[:, 2], bad[:, 0]))
-    return dict(n_differing=int(len(bad)), n_positions=int(per_position.size),
-                first=tuple(int(v) for v in bad[order[0]]),
-                rows=(int(bad[:, 2].min()), int(bad[:, 2].max())),
-                columns=(int(bad[:, 3].min()), int(bad[:, 3].max())))
+        return summary
+    keys = order_keys(kind, per_position.shape[1:])[tuple(bad[:, 1:].T)]
+    first = bad[np.lexsort((keys, bad[:, 0]))[0]]
+    summary["first"] = tuple(int(v) for v in first)
+    summary["ranges"] = {axis: (int(bad[:, k].min()), int(bad[:, k].max()))
+                         for k, axis in enumerate(summary["axes"]) if k > 0}
+    return summary
 
 
 def _causal_check(kind, x, logits, probes, probe_logits, base, rtol):
     # A logit whose key is <= the smallest key of a changed input must stay.
+    keys = order_keys(kind, x.shape[1:])
     violations = []
     n_unchanged = 0
     scale = float(np.max(np.abs(probe_logits))) if probe_logits.size else 0.0
@@ -581,12 +647,10 @@ def _causal_check(kind, x, logits, probes, probe_logits, base, rtol):
         if not changed.any():
             n_unchanged += 1
             continue
-        keys = _order_keys(kind, x[b:b + 1].shape)[0]
         first_key = int(keys[changed].min())
         source = np.argwhere(changed & (keys == first_key))[0]
         moved = np.abs(probe_logits[m].astype(np.float64) - logits[b]).max(axis=-1)
-        forbidden = (keys <= first_key) & (moved > tol_abs)
-        for target in np.argwhere(forbidden):
+        for target in np.argwhere((keys <= first_key) & (moved > tol_abs)):
             violations.append(dict(
                 probe=m, base=b, changed=tuple(int(v) for v in source),
                 n_changed=int(changed.sum()),
@@ -599,27 +663,41 @@ def _causal_check(kind, x, logits, probes, probe_logits, base, rtol):
                 n_probes_violating=len({v["probe"] for v in violations}))
 
 
+def _check_inputs(model, x):
+    if model.kind == "wavenet":
+        model._check_codes(x)
+    else:
+        from npar.models.pixelcnn import check_images
+
+        check_images(x, model.image_channels, model.levels)
+    return x
+
+
 def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
     """Hold ``model`` against another framework's inputs and outputs.
 
     Args:
-        model: an npar image model (its dtype is changed to the reference's).
-        reference: dict of arrays (the contents of ``REFERENCE.npz``):
+        model: an npar model (its dtype is changed to the reference's).
+        reference: dict of arrays (the contents of ``REFERENCE.npz``), with
+            ``P`` the positions of one input, ``(C, H, W)`` for images and
+            ``(T,)`` for WaveNet's codes:
 
-            - ``x`` ``(N, C, H, W)`` integer images;
-            - ``logits`` ``(N, C, H, W, V)`` the reference's logits of ``x``;
-            - ``loss`` (optional) its mean NLL per sub-pixel in nats;
+            - ``x`` ``(N, *P)`` integer inputs (image levels or mu-law
+              codes);
+            - ``logits`` ``(N, *P, V)`` the reference's logits of ``x``;
+            - ``loss`` (optional) its mean NLL in nats (per sub-pixel; for
+              WaveNet over the positions the model's loss scores);
             - ``grad.<name>`` (optional) its gradient of that mean NLL with
               respect to a parameter, under npar's or PyTorch's name and in
               either shape;
-            - ``causal.x`` ``(M, C, H, W)`` (optional) perturbed copies of
-              images of ``x``, ``causal.logits`` ``(M, C, H, W, V)`` the
-              reference's logits of them and ``causal.base`` ``(M,)`` the
-              index in ``x`` of the image each was made from (default 0).
+            - ``causal.x`` ``(M, *P)`` (optional) perturbed copies of inputs
+              of ``x``, ``causal.logits`` ``(M, *P, V)`` the reference's
+              logits of them and ``causal.base`` ``(M,)`` the index in ``x``
+              of the input each was made from (default 0).
         rtol: tolerance on each tensor's ``max_rel``; default
             :func:`default_rtol` of the reference's logits dtype.
-        causal_rtol: a probe's logit counts as changed when it moves by
-            more than ``causal_rtol * max(1, max |causal.logits|)``; default
+        causal_rtol: a probe's logit counts as moved when it moves by more
+            than ``causal_rtol * max(1, max |causal.logits|)``; default
             ``10 * rtol``.
 
     Returns:
@@ -630,16 +708,14 @@ def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
         probe verdict), ``suspects`` (parameters to look at first) and
         ``ok``.
     """
-    kind = model.kind
-    if kind not in IMAGE_KINDS:
-        raise NotImplementedError(f"npar verify does not handle kind {kind!r} yet")
+    kind = _check_kind(model.kind)
     for key in ("x", "logits"):
         if key not in reference:
             raise ValueError(
                 f"the reference has no {key!r} array (keys: {sorted(reference)}); "
                 "see docs/interop.md for the format"
             )
-    x = _check_ints("x", np.asarray(reference["x"]))
+    x = _check_inputs(model, _check_ints("x", np.asarray(reference["x"])))
     their_logits = np.asarray(reference["logits"])
     dtype = their_logits.dtype if their_logits.dtype in (np.float32, np.float64) \
         else np.dtype(np.float64)
@@ -658,7 +734,7 @@ def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
     our_logits = model.logits(x)
     add("logits", our_logits, their_logits)
     positions = _position_summary(
-        our_logits, their_logits,
+        kind, our_logits, their_logits,
         rtol * max(float(np.max(np.abs(their_logits))), np.finfo(float).tiny))
 
     grad_keys = sorted(k for k in reference if k.startswith("grad."))
@@ -693,15 +769,16 @@ def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
                         taps=[tuple(int(v) for v in live[k]) for k in top],
                         sizes=[float(sizes[k]) for k in top]))
 
-    causal = dict(judged=False, causal=None)
+    causal = dict(judged=False, causal=None, axes=position_axes(kind))
     if "causal.x" in reference or "causal.logits" in reference:
         if "causal.x" not in reference or "causal.logits" not in reference:
             raise ValueError("causal probes need both 'causal.x' and 'causal.logits'")
-        probes = _check_ints("causal.x", np.asarray(reference["causal.x"]))
+        probes = _check_inputs(
+            model, _check_ints("causal.x", np.asarray(reference["causal.x"])))
         probe_logits = np.asarray(reference["causal.logits"])
         base = np.asarray(reference.get("causal.base", np.zeros(len(probes), int)))
         if probes.shape[1:] != x.shape[1:] or probe_logits.shape[1:] != \
-                their_logits.shape[1:] or len(base) != len(probes):
+                their_logits.shape[1:] or base.shape != (len(probes),):
             raise ValueError(
                 f"causal.x {probes.shape}, causal.logits {probe_logits.shape} and "
                 f"causal.base {base.shape} do not fit x {x.shape} and logits "
@@ -711,8 +788,8 @@ def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
             raise ValueError(f"causal.base must index x (0..{len(x) - 1}), got "
                              f"{base.min()}..{base.max()}")
         add("causal.logits", model.logits(probes), probe_logits)
-        causal = _causal_check(kind, x, their_logits, probes, probe_logits, base,
-                               causal_rtol)
+        causal.update(_causal_check(kind, x, their_logits, probes, probe_logits,
+                                    base, causal_rtol))
     if masked_taps:
         causal["causal"] = False
         causal["masked_taps_live"] = True
@@ -741,35 +818,38 @@ def format_report(report, title="npar verify"):
                      f"  {'ok     ' if e['ok'] else 'DIFFERS'}  {e['where']}{foreign}")
     pos = report["positions"]
     if pos["n_differing"]:
+        ranges = ", ".join(f"{axis} {lo}..{hi}" for axis, (lo, hi)
+                           in pos["ranges"].items())
         lines.append(
             f"logits differ at {pos['n_differing']} of {pos['n_positions']} "
-            f"(n, c, i, j) positions; first in raster order "
-            f"{_describe_image_index(pos['first'])}; rows {pos['rows'][0]}.."
-            f"{pos['rows'][1]}, columns {pos['columns'][0]}..{pos['columns'][1]}")
+            f"positions {pos['axes']}; first in autoregressive order "
+            f"{_describe(pos['axes'], pos['first'])}; {ranges}")
     for entry in report["masked_taps"]:
-        taps = ", ".join(f"(o={o}, c={c}, p={p}, q={q}) |grad| {s:.1e}"
-                         for (o, c, p, q), s in zip(entry["taps"][:3],
-                                                    entry["sizes"][:3]))
+        taps = ", ".join(f"{tap} |grad| {size:.1e}"
+                         for tap, size in zip(entry["taps"][:3], entry["sizes"][:3]))
         lines.append(
             f"MASKED TAPS LIVE in {entry['param']} [{entry['foreign']}]: the "
-            f"reference's gradient is nonzero at {entry['n_live']} tap(s) that "
-            f"npar's causal mask forbids: {taps}")
+            f"reference's gradient is nonzero at {entry['n_live']} tap(s) "
+            f"(o, c, p, q) that npar's causal mask forbids: {taps}")
     causal = report["causal"]
+    axes = causal["axes"]
     if causal["judged"]:
         lines.append(f"causality probes: {causal['n_probes']} "
                      f"({causal['n_unchanged_probes']} change nothing), "
                      f"threshold {causal['tol_abs']:.1e}")
         if causal["n_violations"]:
             v = causal["violations"][0]
-            offset = (v["logit"][1] - v["changed"][1], v["logit"][2] - v["changed"][2])
+            offset = ", ".join(f"{axis} {b - a:+d}" for axis, a, b
+                               in zip(axes, v["changed"], v["logit"]) if axis != "c")
             lines.append(
                 f"REFERENCE NOT CAUSAL: {causal['n_violations']} logits in "
-                f"{causal['n_probes_violating']} probe(s) move when a later or "
-                f"same-position input changes; largest: probe {v['probe']} "
-                f"changes x[{v['base']}] at (c, i, j) = {v['changed']}"
-                f"{' and later' if v['n_changed'] > 1 else ''}, logit at "
-                f"(c, i, j) = {v['logit']} moves by {v['size']:.2e} (it sits "
-                f"{offset[0]} rows, {offset[1]} columns from the change)")
+                f"{causal['n_probes_violating']} probe(s) move when an input at "
+                f"the same or a later position changes; largest: probe "
+                f"{v['probe']} changes x[{v['base']}] at "
+                f"{_describe(axes, v['changed'])}"
+                f"{' and later' if v['n_changed'] > 1 else ''}, the logits at "
+                f"{_describe(axes, v['logit'])} move by {v['size']:.2e} "
+                f"(offset of the logit from the change: {offset})")
     verdict = {True: "causal", False: "NOT causal", None: "not judged (add "
                "causal.x and causal.logits, or grad.* arrays)"}[causal["causal"]]
     lines.append(f"reference causality: {verdict}")
@@ -789,38 +869,41 @@ def report_json(report):
 
 
 def causal_probes(x, n_probes=16, levels=256, base=0, seed=0):
-    """Copies of image ``x[base]`` with one sub-pixel changed in each.
+    """Copies of input ``x[base]`` with one position changed in each.
 
     Args:
-        x: ``(N, C, H, W)`` integer images.
-        n_probes: number of copies; all ``C H W`` sub-pixels when larger.
+        x: ``(N, C, H, W)`` integer images or ``(N, T)`` codes.
+        n_probes: number of copies; one per position (all ``C H W``
+            sub-pixels, all ``T`` samples) when larger.
         levels: V; each changed value moves to another level in ``0..V-1``.
+        base: which input of ``x`` to perturb.
+        seed: seed of the positions and the new values.
 
     Returns:
-        ``(probes (M, C, H, W), base (M,))`` for ``causal.x`` and
-        ``causal.base``.
+        ``(probes (M, *P), base (M,))`` for ``causal.x`` and ``causal.base``.
     """
     x = _check_ints("x", np.asarray(x))
     rng = np.random.default_rng(seed)
-    image = x[base]
-    count = image.size
+    single = x[base]
+    count = single.size
     if n_probes >= count:
         chosen = np.arange(count)
     else:
         chosen = np.sort(rng.choice(count, size=n_probes, replace=False))
-    probes = np.repeat(image[None], len(chosen), axis=0)
+    probes = np.repeat(single[None], len(chosen), axis=0)
     flat = probes.reshape(len(chosen), -1)
+    rows = np.arange(len(chosen))
     shift = rng.integers(1, levels, size=len(chosen))
-    flat[np.arange(len(chosen)), chosen] = (
-        flat[np.arange(len(chosen)), chosen].astype(np.int64) + shift) % levels
+    flat[rows, chosen] = (flat[rows, chosen].astype(np.int64) + shift) % levels
     return probes, np.full(len(chosen), base, dtype=np.int64)
 
 
 def reference_from_torch(module, x, probes=None, base=None, grads=True):
-    """``REFERENCE.npz`` arrays from a PyTorch image module (needs torch).
+    """``REFERENCE.npz`` arrays from a PyTorch module (needs torch).
 
-    ``module(x)`` must return logits ``(N, C, H, W, V)`` for integer images
-    and ``module.loss(x)`` the mean NLL; the gradients are stored under the
+    ``module(x)`` must return logits ``(N, *P, V)`` for integer inputs
+    ``(N, *P)`` and ``module.loss(x)`` the mean NLL, as the modules of
+    :mod:`npar.verify.torch_modules` do; the gradients are stored under the
     module's own parameter names, ``grad.<name>``.
     """
     torch = _import_torch("running a PyTorch reference")

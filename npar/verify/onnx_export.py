@@ -7,11 +7,16 @@ the runtime does with them. Convolutions are ONNX ``Conv`` nodes with
 npar's asymmetric padding written as ``pads = [P_t, P_l, P_b, P_r]`` and
 its dilations; the dense output head becomes two 1x1 ``Conv`` nodes.
 
-Input ``x``: ``(N, C, H, W)`` with symbolic ``N``, ``H``, ``W``, either
-``uint8`` levels ``0..V-1`` (``input_type="uint8"``, the default; the graph
-casts them and scales ``x * 2 / (V - 1) - 1`` as npar does) or float32
-values already scaled that way (``input_type="float"``). Output ``logits``:
-``(N, C, H, W, V)`` float32.
+PixelCNNs: input ``x`` ``(N, C, H, W)`` with symbolic ``N``, ``H``, ``W``,
+either ``uint8`` levels ``0..V-1`` (``input_type="uint8"``, the default;
+the graph casts them and scales ``x * 2 / (V - 1) - 1`` as npar does) or
+float32 values already scaled that way (``input_type="float"``); output
+``logits`` ``(N, C, H, W, V)`` float32.
+
+WaveNet: input ``x`` ``(N, T)`` mu-law codes, ``uint8`` (default) or
+``int64``, turned into one-hot vectors by a ``OneHot`` node; output
+``logits`` ``(N, T, V)`` float32 for every position (npar's
+``model.logits(q)``).
 
 Requires the optional ``onnx`` extra (and ``onnxruntime`` for
 :func:`run_onnx`).
@@ -23,12 +28,13 @@ import os
 
 import numpy as np
 
-from npar.verify.interop import IMAGE_KINDS
+from npar.verify.interop import KINDS
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-INPUT_TYPES = ("uint8", "float")
+INPUT_TYPES = {"gated_pixelcnn": ("uint8", "float"), "pixelcnn": ("uint8", "float"),
+               "wavenet": ("uint8", "int64")}
 
 
 def _import_onnx():
@@ -69,20 +75,23 @@ class _GraphBuilder:
         """A :class:`npar.nn.layers.Conv2d` (or a dense layer as 1x1) with its
         mask baked into the weights."""
         w = np.asarray(params[layer.w_name], dtype=np.float64)
-        if layer.mask is not None:
+        if getattr(layer, "mask", None) is not None:
             w = w * layer.mask
         if w.ndim == 2:  # Dense (C_out, C_in): a 1x1 convolution
             w = w[:, :, None, None]
-            padding, dilation = (0, 0, 0, 0), (1, 1)
+            pads, dilations = [0, 0, 0, 0], [1, 1]
+        elif w.ndim == 3:  # causal 1-D: D (K - 1) zeros on the left only
+            dilation = int(layer.dilation)
+            pads, dilations = [dilation * (w.shape[2] - 1), 0], [dilation]
         else:
-            padding, dilation = layer.padding, layer.dilation
-        top, bottom, left, right = padding
+            top, bottom, left, right = layer.padding
+            pads, dilations = [top, left, bottom, right], list(layer.dilation)
         inputs = [x, self.const(layer.w_name, w.astype(np.float32))]
         if layer.b_name in params:
             inputs.append(self.const(layer.b_name,
                                      np.asarray(params[layer.b_name], np.float32)))
         return self.op("Conv", inputs, stem=layer.name, kernel_shape=list(w.shape[2:]),
-                       pads=[top, left, bottom, right], dilations=list(dilation))
+                       pads=pads, dilations=dilations)
 
     def gate(self, x, channels):
         """``tanh(a) * sigmoid(b)`` of the two channel halves of ``x``."""
@@ -124,6 +133,48 @@ def _plain_body(g, model, params, x):
     return h
 
 
+def _wavenet_graph(g, onnx, model, input_type):
+    # codes (N, T) -> one-hot (N, V, T) -> delayed input conv -> blocks -> head.
+    params, levels = model.params, model.levels
+    codes = "x"
+    if input_type == "uint8":
+        codes = g.op("Cast", ["x"], to=onnx.TensorProto.INT64, stem="codes")
+    depth = g.const("depth", np.array(levels, np.int64))
+    values = g.const("values", np.array([0.0, 1.0], np.float32))
+    onehot = g.op("OneHot", [codes, depth, values], axis=1)
+    # The input layer reads q[t - K_0 .. t-1]: its K_0 taps cover the one-hot
+    # codes padded with K_0 zero steps on the left and with the last dropped.
+    k0 = model.config["first_kernel"]
+    pads = g.const("pads", np.array([0, 0, k0, 0, 0, 0], np.int64))
+    padded = g.op("Pad", [onehot, pads])
+    starts = g.const("starts", np.array([0], np.int64))
+    ends = g.const("ends", np.array([-1], np.int64))
+    axes = g.const("axes", np.array([2], np.int64))
+    delayed = g.op("Slice", [padded, starts, ends, axes], stem="delayed")
+    w_in = np.asarray(params[model.input.w_name], np.float32)
+    b_in = np.asarray(params[model.input.b_name], np.float32)
+    h = g.op("Conv", [delayed, g.const("input.w", w_in), g.const("input.b", b_in)],
+             stem="input", kernel_shape=[k0], pads=[0, 0], dilations=[1])
+
+    skip_sum = None
+    for dilated, residual, skip in model.blocks:
+        gated = g.gate(g.conv(h, dilated, params), model.config["channels"])
+        s = g.conv(gated, skip, params)
+        skip_sum = s if skip_sum is None else g.op("Add", [skip_sum, s], stem="skips")
+        if residual is not None:
+            h = g.op("Add", [h, g.conv(gated, residual, params)], stem="residual")
+    hidden = g.op("Relu", [g.conv(g.op("Relu", [skip_sum]), model.head1, params)])
+    z = g.conv(hidden, model.head2, params)  # (N, V, T)
+    g.nodes.append(g.helper.make_node("Transpose", [z], ["logits"], perm=[0, 2, 1],
+                                      name=g.fresh("Transpose")))
+    elem_type = (onnx.TensorProto.UINT8 if input_type == "uint8"
+                 else onnx.TensorProto.INT64)
+    inputs = [g.helper.make_tensor_value_info("x", elem_type, ["N", "T"])]
+    outputs = [g.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT,
+                                               ["N", "T", levels])]
+    return inputs, outputs
+
+
 def to_onnx(model, input_type="uint8", opset=DEFAULT_OPSET):
     """The ONNX graph of an npar image model.
 
@@ -139,16 +190,20 @@ def to_onnx(model, input_type="uint8", opset=DEFAULT_OPSET):
         ``onnx.ModelProto``, checked by ``onnx.checker`` with shape inference.
     """
     onnx, helper, numpy_helper = _import_onnx()
-    if model.kind not in IMAGE_KINDS:
-        raise NotImplementedError(
-            f"ONNX export handles {IMAGE_KINDS}, not {model.kind!r}"
+    if model.kind not in KINDS:
+        raise NotImplementedError(f"ONNX export handles {KINDS}, not {model.kind!r}")
+    if input_type not in INPUT_TYPES[model.kind]:
+        raise ValueError(
+            f"input_type of a {model.kind} must be one of "
+            f"{INPUT_TYPES[model.kind]}, got {input_type!r}"
         )
-    if input_type not in INPUT_TYPES:
-        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
     if opset < 13:
         raise ValueError(f"opset must be >= 13 (Split with a split input), got {opset}")
-    channels, levels = model.image_channels, model.levels
     g = _GraphBuilder(helper, numpy_helper)
+    if model.kind == "wavenet":
+        inputs, outputs = _wavenet_graph(g, onnx, model, input_type)
+        return _finish(onnx, helper, g, model, inputs, outputs, input_type, opset)
+    channels, levels = model.image_channels, model.levels
 
     if input_type == "uint8":
         as_float = g.op("Cast", ["x"], to=onnx.TensorProto.FLOAT)
@@ -173,6 +228,10 @@ def to_onnx(model, input_type="uint8", opset=DEFAULT_OPSET):
     inputs = [helper.make_tensor_value_info("x", elem_type, ["N", channels, "H", "W"])]
     outputs = [helper.make_tensor_value_info(
         "logits", onnx.TensorProto.FLOAT, ["N", channels, "H", "W", levels])]
+    return _finish(onnx, helper, g, model, inputs, outputs, input_type, opset)
+
+
+def _finish(onnx, helper, g, model, inputs, outputs, input_type, opset):
     graph = helper.make_graph(g.nodes, f"npar_{model.kind}", inputs, outputs,
                               initializer=g.initializers)
     proto = helper.make_model(graph, producer_name="npar",

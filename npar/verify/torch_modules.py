@@ -1,11 +1,12 @@
-"""Idiomatic PyTorch versions of npar's PixelCNNs, for weight exchange.
+"""Idiomatic PyTorch versions of npar's models, for weight exchange.
 
-These modules are what a PyTorch user would write: ``nn.Conv2d`` children
-with ``weight`` and ``bias``, held in an ``nn.ModuleList`` called
-``layers`` (Gated PixelCNN) or ``blocks`` (plain PixelCNN), so their
-``state_dict`` names read ``layers.0.v_conv.weight``, ``head1.bias`` ...
-:mod:`npar.verify.interop` maps these names to npar's (``l0.v.w`` ...)
-and back; the table is in ``docs/interop.md``.
+These modules are what a PyTorch user would write: ``nn.Conv2d`` /
+``nn.Conv1d`` children with ``weight`` and ``bias``, held in an
+``nn.ModuleList`` called ``layers`` (Gated PixelCNN) or ``blocks`` (plain
+PixelCNN, WaveNet), so their ``state_dict`` names read
+``layers.0.v_conv.weight``, ``blocks.3.dilated_conv.bias``, ``head1.bias``
+... :mod:`npar.verify.interop` maps these names to npar's (``l0.v.w``,
+``block3.dilated.b`` ...) and back; the table is in ``docs/interop.md``.
 
 They are written from the papers, not from npar's layer objects: the
 causal masks are rebuilt here from the raster-order rule (a tap is visible
@@ -16,9 +17,10 @@ non-persistent buffers (they follow from the configuration and are not in
 the ``state_dict``) and are applied in the forward pass, ``weight * mask``,
 so masked taps receive exactly zero gradient, as in npar.
 
-Inputs are integer images ``(N, C, H, W)`` in ``0..V-1``, scaled inside
-the module exactly as npar does, ``x * 2 / (V - 1) - 1``; the output is
-logits ``(N, C, H, W, V)``.
+PixelCNN inputs are integer images ``(N, C, H, W)`` in ``0..V-1``, scaled
+inside the module exactly as npar does, ``x * 2 / (V - 1) - 1``; the output
+is logits ``(N, C, H, W, V)``. WaveNet takes codes ``(N, T)`` and returns
+logits ``(N, T, V)``.
 
 Requires the optional ``torch`` extra.
 """
@@ -250,4 +252,94 @@ class TorchPlainPixelCNN(_ImageModule):
         return self.head(h)
 
 
-MODULES = {cls.kind: cls for cls in (TorchGatedPixelCNN, TorchPlainPixelCNN)}
+class CausalConv1d(nn.Conv1d):
+    """``nn.Conv1d`` padded with ``D (K - 1)`` zeros on the left only, so
+    ``y[t]`` reads ``x[t - D (K-1) .. t]``."""
+
+    def forward(self, x):
+        """``x (N, C_in, T)`` -> ``(N, C_out, T)``."""
+        pad = self.dilation[0] * (self.kernel_size[0] - 1)
+        return super().forward(F.pad(x, (pad, 0)))
+
+
+class ResidualGatedBlock(nn.Module):
+    """WaveNet block (van den Oord et al. 2016c, fig. 4): ``dilated_conv``
+    (``K`` taps, dilation ``D``) to ``2R`` channels, the gate, then the 1x1
+    ``skip_conv`` and, except in the last block, the 1x1 ``residual_conv``."""
+
+    def __init__(self, width, skip, kernel, dilation, residual, dtype):
+        super().__init__()
+        self.dilated_conv = CausalConv1d(width, 2 * width, kernel,
+                                         dilation=dilation, dtype=dtype)
+        self.skip_conv = nn.Conv1d(width, skip, 1, dtype=dtype)
+        self.residual_conv = (nn.Conv1d(width, width, 1, dtype=dtype) if residual
+                              else None)
+
+    def forward(self, h):
+        """``h (N, R, T)`` -> ``(h', s)``, ``s (N, S, T)``."""
+        g = _gate(self.dilated_conv(h))
+        h = h + self.residual_conv(g) if self.residual_conv is not None else None
+        return h, self.skip_conv(g)
+
+
+class TorchWaveNet(nn.Module):
+    """WaveNet as an idiomatic ``nn.Module``; same config keys as
+    :class:`npar.models.wavenet.WaveNet`.
+
+    The input layer is an ``nn.Conv1d`` of ``first_kernel`` taps over the
+    one-hot codes delayed by one step (``F.one_hot``, padded with
+    ``first_kernel`` zero columns on the left, last column dropped), so
+    ``h[t]`` reads ``q[t - K_0 .. t-1]``. Input codes ``(N, T)``, output
+    logits ``(N, T, V)``.
+    """
+
+    kind = "wavenet"
+
+    def __init__(self, config, dtype=torch.float32):
+        super().__init__()
+        self.config = dict(config)
+        self.levels = config["levels"]
+        width, skip = config["channels"], config["skip_channels"]
+        self.input_conv = nn.Conv1d(self.levels, width, config["first_kernel"],
+                                    dtype=dtype)
+        dilations = [2 ** i for i in range(config["layers"])] * config["stacks"]
+        self.blocks = nn.ModuleList(
+            [ResidualGatedBlock(width, skip, config["kernel"], dilation,
+                                residual=index < len(dilations) - 1, dtype=dtype)
+             for index, dilation in enumerate(dilations)])
+        self.head1 = nn.Conv1d(skip, config["head_channels"], 1, dtype=dtype)
+        self.head2 = nn.Conv1d(config["head_channels"], self.levels, 1, dtype=dtype)
+
+    def loss_start(self):
+        """First scored position: the receptive field minus one, or 0."""
+        cfg = self.config
+        if cfg.get("loss_from_start", False):
+            return 0
+        return (cfg["first_kernel"] + (cfg["kernel"] - 1) * cfg["stacks"]
+                * (2 ** cfg["layers"] - 1))
+
+    def forward(self, q):
+        """Integer codes ``(N, T)`` -> logits ``(N, T, V)``."""
+        q = torch.as_tensor(np.asarray(q) if not torch.is_tensor(q) else q).long()
+        onehot = F.one_hot(q, self.levels).to(self.input_conv.weight.dtype)
+        k0 = self.input_conv.kernel_size[0]
+        delayed = F.pad(onehot.permute(0, 2, 1), (k0, 0))[:, :, :-1]
+        h = self.input_conv(delayed)
+        skip_sum = 0
+        for block in self.blocks:
+            h, s = block(h)
+            skip_sum = skip_sum + s
+        z = self.head2(torch.relu(self.head1(torch.relu(skip_sum))))
+        return z.permute(0, 2, 1)
+
+    def loss(self, q):
+        """Mean NLL per sample (nats) over positions ``t >= loss_start()``."""
+        start = self.loss_start()
+        logits = self.forward(q)[:, start:]
+        q = torch.as_tensor(np.asarray(q) if not torch.is_tensor(q) else q).long()
+        return F.cross_entropy(logits.reshape(-1, self.levels),
+                               q[:, start:].reshape(-1))
+
+
+MODULES = {cls.kind: cls for cls in (TorchGatedPixelCNN, TorchPlainPixelCNN,
+                                     TorchWaveNet)}
