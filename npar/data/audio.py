@@ -94,7 +94,7 @@ def mu_law_decode(q, levels=LEVELS):
             f"to {q.max()}"
         )
     f = 2.0 * q.astype(np.float64) / mu - 1.0
-    return np.sign(f) * np.expm1(np.abs(f) * math.log1p(mu)) / mu
+    return np.sign(f) * (np.power(1.0 + mu, np.abs(f)) - 1.0) / mu
 
 
 def expand_paths(paths):

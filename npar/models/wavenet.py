@@ -46,7 +46,7 @@ from npar.ops.activations import (
     relu_backward,
     relu_forward,
 )
-from npar.ops.onehot_conv1d import check_codes
+from npar.ops.onehot_conv1d import check_codes, onehot_conv1d_input_gradient
 from npar.ops.softmax import (
     log_softmax,
     softmax_cross_entropy_backward,
@@ -256,9 +256,15 @@ class WaveNet:
                  relu2_cache, hidden)
         return logits, cache
 
-    def backward(self, params, cache, dlogits):
+    def backward(self, params, cache, dlogits, input_grad=False):
         """Gradients of every parameter given ``dlogits`` ``(N (T - start), V)``
-        (a dict shaped like ``params``)."""
+        (a dict shaped like ``params``).
+
+        With ``input_grad``, also the gradient with respect to the one-hot
+        codes ``(N, V, T)`` (see
+        :func:`npar.ops.onehot_conv1d.onehot_conv1d_input_gradient`), which
+        shows what each logit reads.
+        """
         (length, start, input_cache, caches, skip_shape, relu1_cache, rows,
          relu2_cache, hidden) = cache
         w1, _ = self._head_dense(self.head1, params)
@@ -298,6 +304,9 @@ class WaveNet:
             dh = dh_in if dh is None else dh + dh_in
 
         grads.update(self.input.backward(params, input_cache, dh))
+        if input_grad:
+            return grads, onehot_conv1d_input_gradient(
+                dh, params[self.input.w_name], self.input.delay)
         return grads
 
     def _check_codes(self, q):

@@ -149,3 +149,29 @@ def onehot_conv1d_reference(q, w, b, delay=1):
     Returns ``y`` ``(N, C_out, T)`` (the ``"NCT"`` layout)."""
     x = onehot_delayed(q, w.shape[1], delay, w.dtype)
     return conv1d_reference(x, w, b)
+
+
+def onehot_conv1d_input_gradient(dy, w, delay=1):
+    """Gradient with respect to the one-hot input ``x`` (which the codes
+    have none of, being integers): the adjoint of the delayed convolution,
+
+    .. math::  \\partial L/\\partial x_{n v s} = \\sum_{o, k} w_{o v k}\\,
+               \\delta_{n, o,\\, s + S + (K - 1 - k)},
+
+    used to read off which past codes a logit depends on.
+
+    Args:
+        dy: ``(C_out, N, T)``; w: ``(C_out, V, K)``; delay: ``S``.
+
+    Returns:
+        dx: ``(N, V, T)``.
+    """
+    c_out, levels, k_size = w.shape
+    _, n_batch, length = dy.shape
+    dx = np.zeros((n_batch, levels, length), dtype=dy.dtype)
+    for k in range(k_size):
+        shift = delay + k_size - 1 - k
+        if shift < length:
+            dx[:, :, :length - shift] += np.einsum("ov,ont->nvt", w[:, :, k],
+                                                   dy[:, :, shift:])
+    return dx
