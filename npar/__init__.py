@@ -25,7 +25,8 @@ in 1-D), and "convolution" means cross-correlation, as in PyTorch and ONNX.
 """
 
 from npar._version import __version__
+from npar.backend import get_backend, set_backend
 from npar.models.io import load, save
 from npar.verify.gradcheck import gradcheck
 
-__all__ = ["__version__", "gradcheck", "load", "save"]
+__all__ = ["__version__", "get_backend", "gradcheck", "load", "save", "set_backend"]
