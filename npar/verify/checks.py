@@ -246,6 +246,43 @@ def model_logits_problem(model, x):
     return Problem(forward, backward, dict(model.params))
 
 
+def model_conditional_problem(model, x, labels):
+    """Every parameter of a class-conditional ``model`` (the per-class gate
+    biases included) through its logits on images ``x`` with ``labels``."""
+
+    def forward(**params):
+        return model.forward(params, x, labels)
+
+    def backward(dy, cache):
+        return model.backward(model.params, cache, dy)
+
+    return Problem(forward, backward, dict(model.params))
+
+
+def model_input_problem(model, x_scaled):
+    """The gradient with respect to the scaled input (``backward(...,
+    input_grad=True)``, what the causality checks read) and every
+    parameter, with ``x_scaled`` ``(N, C, H, W)`` floats in ``[-1, 1]``
+    standing in for the scaled images."""
+
+    class FloatInput(type(model)):
+        # The model with its input scaling replaced by the identity, so that
+        # the input is a float tensor that the check can perturb.
+        def _scale(self, x):
+            return np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+
+    twin = FloatInput(model.config, model.params)
+
+    def forward(x, **params):
+        return twin.forward(params, x)
+
+    def backward(dy, cache):
+        grads, dx = twin.backward(twin.params, cache, dy, input_grad=True)
+        return {"x": dx, **grads}
+
+    return Problem(forward, backward, {"x": x_scaled, **model.params})
+
+
 def model_loss_problem(model, x):
     """Every parameter of ``model`` through ``loss_and_grads(x)`` (the mean
     negative log-likelihood the training loop minimises)."""
@@ -260,13 +297,13 @@ def model_loss_problem(model, x):
     return Problem(forward, backward, dict(model.params))
 
 
-def _pixelcnn_model(kind, image_channels, rng):
+def _pixelcnn_model(kind, image_channels, rng, **extra):
     from npar.models.pixelcnn import GatedPixelCNN, PixelCNN
 
     cls = GatedPixelCNN if kind == "gated" else PixelCNN
     config = cls.default_config()
     config.update(image_channels=image_channels, channels=6, layers=2, kernel=3,
-                  first_kernel=3, head_channels=12, levels=4)
+                  first_kernel=3, head_channels=12, levels=4, **extra)
     model = cls(config, seed=int(rng.integers(2**31))).astype(np.float64)
     return model
 
@@ -292,6 +329,21 @@ def _gated_pixelcnn_loss(rng):
     return model_loss_problem(model, _images(rng, model, 2, 4, 4))
 
 
+@register("gated_pixelcnn.classes", "class-conditional Gated PixelCNN (3 "
+          "classes): all parameters, per-class gate biases included")
+def _gated_pixelcnn_classes(rng):
+    model = _pixelcnn_model("gated", 1, rng, classes=3)
+    x = _images(rng, model, 3, 4, 4)
+    return model_conditional_problem(model, x, np.array([0, 2, 1]))
+
+
+@register("gated_pixelcnn.input", "Gated PixelCNN, RGB: the input gradient "
+          "(backward with input_grad) and all parameters")
+def _gated_pixelcnn_input(rng):
+    model = _pixelcnn_model("gated", 3, rng)
+    return model_input_problem(model, rng.uniform(-1, 1, size=(2, 3, 4, 4)))
+
+
 @register("pixelcnn", "PixelCNN, 2 residual blocks, grey: all parameters "
           "through the logits")
 def _pixelcnn(rng):
@@ -304,6 +356,13 @@ def _pixelcnn(rng):
 def _pixelcnn_rgb(rng):
     model = _pixelcnn_model("plain", 3, rng)
     return model_logits_problem(model, _images(rng, model, 2, 4, 4))
+
+
+@register("pixelcnn.input", "PixelCNN, grey: the input gradient (backward "
+          "with input_grad) and all parameters")
+def _pixelcnn_input(rng):
+    model = _pixelcnn_model("plain", 1, rng)
+    return model_input_problem(model, rng.uniform(-1, 1, size=(2, 1, 4, 4)))
 
 
 @register("pixelcnn.loss", "PixelCNN: all parameters through loss_and_grads")
