@@ -155,6 +155,7 @@ def _relu_margins(model, q):
 @pytest.mark.parametrize("overrides", [
     dict(),
     dict(loss_from_start=True, stacks=2, kernel=3, first_kernel=3),
+    dict(kernel=1, first_kernel=1, layers=3),
 ])
 def test_whole_model_gradients_float64(overrides):
     model = tiny(seed=12, **overrides)

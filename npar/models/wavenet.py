@@ -236,9 +236,14 @@ class WaveNet:
             z, dilated_cache = dilated.forward(params, h)
             g, gate_cache = gate_forward(z, axis=0)
             s, skip_cache = skip.forward(params, g[:, :, start:])
-            skip_sum = s if skip_sum is None else skip_sum + s
+            if skip_sum is None:
+                skip_sum = s
+            else:
+                skip_sum += s
             residual_cache = None
             if residual is not None:
+                # Not in place: with K = 1 the dilated convolution's cache
+                # is h itself.
                 r, residual_cache = residual.forward(params, g)
                 h = h + r
             caches.append((dilated_cache, gate_cache, skip_cache, residual_cache))
@@ -301,7 +306,10 @@ class WaveNet:
             dh_in, g = dilated.backward(params, dilated_cache, dz)
             grads.update(g)
             # The residual path carries dh straight through to the block below.
-            dh = dh_in if dh is None else dh + dh_in
+            if dh is None:
+                dh = dh_in
+            else:
+                dh += dh_in
 
         grads.update(self.input.backward(params, input_cache, dh))
         if input_grad:
