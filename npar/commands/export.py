@@ -26,9 +26,11 @@ def add_parser(subparsers):
                         help="npar model or training checkpoint (.npz)")
     parser.add_argument("--to", required=True, choices=TARGETS, dest="target")
     parser.add_argument("--out", required=True, metavar="FILE")
-    parser.add_argument("--input", choices=("uint8", "float"), default="uint8",
-                        help="onnx: input x as uint8 levels (scaled in the graph) "
-                        "or float32 already scaled to [-1, 1] (default uint8)")
+    parser.add_argument("--input", choices=("uint8", "float", "int64"),
+                        default="uint8",
+                        help="onnx: PixelCNN input x as uint8 levels (scaled in "
+                        "the graph) or float32 already scaled to [-1, 1]; "
+                        "WaveNet codes as uint8 or int64 (default uint8)")
     parser.add_argument("--opset", type=int, default=17, help="onnx opset")
     parser.add_argument("--cross-correlation", action="store_true",
                         help="julia: do not reverse the kernels (for Flux "

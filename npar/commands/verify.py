@@ -45,7 +45,8 @@ def add_parser(subparsers):
                         "(default 1e-4 for float32, 1e-9 for float64)")
     parser.add_argument("--causal-rtol", type=float,
                         help="a probe logit counts as moved beyond this times "
-                        "max(1, max|causal.logits|) (default 10 * rtol)")
+                        "max(1, max|causal.logits|) (default 1e-5 for float32, "
+                        "1e-11 for float64)")
     parser.add_argument("--json", metavar="FILE",
                         help="also write the full report as JSON")
     return parser

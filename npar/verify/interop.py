@@ -62,39 +62,43 @@ def _import_torch(purpose):
 # ---- names ----------------------------------------------------------------
 
 
+# Each generator yields (npar layer, PyTorch module, as_conv): as_conv marks
+# npar's dense output head, whose (C_out, C_in) weights are 1x1 convolutions
+# (C_out, C_in, 1, 1) in PyTorch (C_out, C_in, 1 for WaveNet, already so).
+
+
 def _gated_layer_pairs(config):
     for index in range(config["layers"]):
         for npar_part, torch_part in (("v", "v_conv"), ("h", "h_conv"),
-                                      ("vh", "v_to_h"), ("ho", "h_out")):
-            yield f"l{index}.{npar_part}", f"layers.{index}.{torch_part}"
-    yield "head1", "head1"
-    yield "head2", "head2"
+                                      ("vh", "v_to_h"), ("ho", "h_out"),
+                                      ("vy", "v_class"), ("hy", "h_class")):
+            yield f"l{index}.{npar_part}", f"layers.{index}.{torch_part}", False
+    yield "head1", "head1", True
+    yield "head2", "head2", True
 
 
 def _plain_layer_pairs(config):
-    yield "l0", "conv_in"
+    yield "l0", "conv_in", False
     for index in range(1, config["layers"] + 1):
-        yield f"l{index}.a", f"blocks.{index - 1}.conv_a"
-        yield f"l{index}.b", f"blocks.{index - 1}.conv_b"
-    yield "head1", "head1"
-    yield "head2", "head2"
+        yield f"l{index}.a", f"blocks.{index - 1}.conv_a", False
+        yield f"l{index}.b", f"blocks.{index - 1}.conv_b", False
+    yield "head1", "head1", True
+    yield "head2", "head2", True
 
 
 def _wavenet_layer_pairs(config):
-    yield "input", "input_conv"
+    yield "input", "input_conv", False
     for index in range(config["layers"] * config["stacks"]):
         for npar_part, torch_part in (("dilated", "dilated_conv"),
                                       ("residual", "residual_conv"),
                                       ("skip", "skip_conv")):
-            yield f"block{index}.{npar_part}", f"blocks.{index}.{torch_part}"
-    yield "head1", "head1"
-    yield "head2", "head2"
+            yield f"block{index}.{npar_part}", f"blocks.{index}.{torch_part}", False
+    yield "head1", "head1", False
+    yield "head2", "head2", False
 
 
 _LAYER_PAIRS = {"gated_pixelcnn": _gated_layer_pairs, "pixelcnn": _plain_layer_pairs,
                 "wavenet": _wavenet_layer_pairs}
-# npar's dense head weights (C_out, C_in) are 1x1 convolutions in PyTorch.
-_DENSE_TAIL = {"gated_pixelcnn": (1, 1), "pixelcnn": (1, 1), "wavenet": (1,)}
 
 
 def _check_kind(kind):
@@ -112,20 +116,20 @@ def name_table(model):
     Returns:
         list of :class:`NameRow` ``(npar, foreign, npar_shape, foreign_shape)``
         in the order of the model's layers. The shapes differ only for the
-        dense output head, whose ``(C_out, C_in)`` weights are
+        PixelCNNs' dense output head, whose ``(C_out, C_in)`` weights are
         ``(C_out, C_in, 1, 1)`` 1x1 convolutions in PyTorch.
     """
     kind = _check_kind(model.kind)
     rows = []
-    for npar_layer, foreign_layer in _LAYER_PAIRS[kind](model.config):
+    for npar_layer, foreign_layer, as_conv in _LAYER_PAIRS[kind](model.config):
         for npar_role, foreign_role in (("w", "weight"), ("b", "bias")):
             name = f"{npar_layer}.{npar_role}"
             if name not in model.params:
                 continue
             shape = tuple(model.params[name].shape)
             foreign_shape = shape
-            if npar_role == "w" and len(shape) == 2:
-                foreign_shape = shape + _DENSE_TAIL[kind]
+            if npar_role == "w" and as_conv:
+                foreign_shape = shape + (1,) * (4 - len(shape))
             rows.append(NameRow(name, f"{foreign_layer}.{foreign_role}", shape,
                                 foreign_shape))
     covered = {row.npar for row in rows}
@@ -228,7 +232,7 @@ def infer_config(kind, state_dict, given=None):
                                         "blocks.0.dilated_conv.weight")[2]),
                       first_kernel=int(first[2]), loss_from_start=False)
         config.update(given)
-        return config
+        return {**model_class(kind).default_config(), **config}
     if kind == "gated_pixelcnn":
         layers = _count_indexed(state_dict, "layers.", ".v_conv.weight")
         first = _shape(state_dict, "layers.0.v_conv.weight")
@@ -237,6 +241,8 @@ def infer_config(kind, state_dict, given=None):
         config = dict(image_channels=int(first[1]), channels=int(first[0]) // 2,
                       layers=layers, kernel=int(later[3]),
                       first_kernel=int(first[3]))
+        if "layers.0.v_class.weight" in state_dict:
+            config["classes"] = int(state_dict["layers.0.v_class.weight"].shape[1])
     else:
         first = _shape(state_dict, "conv_in.weight")
         layers = _count_indexed(state_dict, "blocks.", ".conv_a.weight")
@@ -248,7 +254,7 @@ def infer_config(kind, state_dict, given=None):
     config["head_channels"] = int(head1[0])
     config["levels"] = int(head2[0]) // config["image_channels"]
     config.update(given)
-    return config
+    return {**model_class(kind).default_config(), **config}
 
 
 def mask_findings(model, state_dict):
@@ -611,6 +617,15 @@ def default_rtol(dtype):
     return 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
 
 
+def default_causal_rtol(dtype):
+    """Threshold of the causality probes: 1e-5 for float32 data, 1e-11 for
+    float64. The reference computes a probe and its base input with the
+    same code, so a logit that does not read the changed input moves only
+    by the rounding of algorithms that mix neighbouring pixels (Winograd,
+    FFT): ~1e-7 relative in float32. A leak moves it by far more."""
+    return 1e-5 if np.dtype(dtype) == np.float32 else 1e-11
+
+
 def _grad_names(model):
     # Accept npar names and PyTorch names in "grad.<name>".
     table = {row.npar: row for row in name_table(model)}
@@ -684,6 +699,8 @@ def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
 
             - ``x`` ``(N, *P)`` integer inputs (image levels or mu-law
               codes);
+            - ``labels`` ``(N,)`` integer classes, for a class-conditional
+              Gated PixelCNN only;
             - ``logits`` ``(N, *P, V)`` the reference's logits of ``x``;
             - ``loss`` (optional) its mean NLL in nats (per sub-pixel; for
               WaveNet over the positions the model's loss scores);
@@ -698,7 +715,7 @@ def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
             :func:`default_rtol` of the reference's logits dtype.
         causal_rtol: a probe's logit counts as moved when it moves by more
             than ``causal_rtol * max(1, max |causal.logits|)``; default
-            ``10 * rtol``.
+            :func:`default_causal_rtol`.
 
     Returns:
         a report dict: ``tensors`` (one entry per compared tensor, with
@@ -722,7 +739,17 @@ def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
     if model.dtype != dtype:
         model = model.astype(dtype)
     rtol = default_rtol(dtype) if rtol is None else float(rtol)
-    causal_rtol = 10 * rtol if causal_rtol is None else float(causal_rtol)
+    if causal_rtol is None:
+        causal_rtol = default_causal_rtol(dtype)
+    labels = reference.get("labels")
+    if labels is not None:
+        labels = _check_ints("labels", np.asarray(labels))
+
+    def with_labels(selected=None):
+        if labels is None:
+            return {}
+        return {"labels": labels if selected is None else labels[selected]}
+
     tensors = []
 
     def add(name, ours, theirs, foreign=None):
@@ -731,7 +758,7 @@ def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
         tensors.append(entry)
         return entry
 
-    our_logits = model.logits(x)
+    our_logits = model.logits(x, **with_labels())
     add("logits", our_logits, their_logits)
     positions = _position_summary(
         kind, our_logits, their_logits,
@@ -740,7 +767,7 @@ def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
     grad_keys = sorted(k for k in reference if k.startswith("grad."))
     masked_taps = []
     if "loss" in reference or grad_keys:
-        loss, grads = model.loss_and_grads(x)
+        loss, grads = model.loss_and_grads(x, **with_labels())
         if "loss" in reference:
             add("loss", np.float64(loss), np.asarray(reference["loss"], np.float64))
         names = _grad_names(model)
@@ -787,7 +814,8 @@ def compare_with_reference(model, reference, rtol=None, causal_rtol=None):
         if base.size and (base.min() < 0 or base.max() >= len(x)):
             raise ValueError(f"causal.base must index x (0..{len(x) - 1}), got "
                              f"{base.min()}..{base.max()}")
-        add("causal.logits", model.logits(probes), probe_logits)
+        add("causal.logits", model.logits(probes, **with_labels(base)),
+            probe_logits)
         causal.update(_causal_check(kind, x, their_logits, probes, probe_logits,
                                     base, causal_rtol))
     if masked_taps:
@@ -898,7 +926,8 @@ def causal_probes(x, n_probes=16, levels=256, base=0, seed=0):
     return probes, np.full(len(chosen), base, dtype=np.int64)
 
 
-def reference_from_torch(module, x, probes=None, base=None, grads=True):
+def reference_from_torch(module, x, probes=None, base=None, grads=True,
+                         labels=None):
     """``REFERENCE.npz`` arrays from a PyTorch module (needs torch).
 
     ``module(x)`` must return logits ``(N, *P, V)`` for integer inputs
@@ -908,20 +937,25 @@ def reference_from_torch(module, x, probes=None, base=None, grads=True):
     """
     torch = _import_torch("running a PyTorch reference")
     x = _check_ints("x", np.asarray(x))
+    extra, arrays = (), {"x": x}
+    if labels is not None:
+        labels = _check_ints("labels", np.asarray(labels))
+        extra, arrays["labels"] = (torch.from_numpy(labels),), labels
     module.zero_grad(set_to_none=True)
-    loss = module.loss(torch.from_numpy(x))
-    arrays = {"x": x, "loss": np.asarray(loss.item())}
+    loss = module.loss(torch.from_numpy(x), *extra)
+    arrays["loss"] = np.asarray(loss.item())
     if grads:
         loss.backward()
         for name, p in module.named_parameters():
             if p.grad is not None:
                 arrays[f"grad.{name}"] = p.grad.detach().numpy().copy()
     with torch.no_grad():
-        arrays["logits"] = module(torch.from_numpy(x)).numpy().copy()
+        arrays["logits"] = module(torch.from_numpy(x), *extra).numpy().copy()
         if probes is not None:
+            base = np.zeros(len(probes), np.int64) if base is None else base
             arrays["causal.x"] = np.asarray(probes)
-            arrays["causal.logits"] = module(torch.from_numpy(arrays["causal.x"])) \
-                .numpy().copy()
-            arrays["causal.base"] = (np.zeros(len(probes), np.int64) if base is None
-                                     else np.asarray(base))
+            arrays["causal.base"] = np.asarray(base)
+            extra = () if labels is None else (torch.from_numpy(labels[base]),)
+            arrays["causal.logits"] = module(torch.from_numpy(arrays["causal.x"]),
+                                             *extra).numpy().copy()
     return arrays

@@ -10,8 +10,9 @@ its dilations; the dense output head becomes two 1x1 ``Conv`` nodes.
 PixelCNNs: input ``x`` ``(N, C, H, W)`` with symbolic ``N``, ``H``, ``W``,
 either ``uint8`` levels ``0..V-1`` (``input_type="uint8"``, the default;
 the graph casts them and scales ``x * 2 / (V - 1) - 1`` as npar does) or
-float32 values already scaled that way (``input_type="float"``); output
-``logits`` ``(N, C, H, W, V)`` float32.
+float32 values already scaled that way (``input_type="float"``); a
+class-conditional Gated PixelCNN has a second input ``labels`` ``(N,)``
+int64. Output ``logits`` ``(N, C, H, W, V)`` float32.
 
 WaveNet: input ``x`` ``(N, T)`` mu-law codes, ``uint8`` (default) or
 ``int64``, turned into one-hot vectors by a ``OneHot`` node; output
@@ -111,20 +112,33 @@ class _GraphBuilder:
         return self.op("Slice", [padded, starts, ends, axes], stem="shifted")
 
 
-def _gated_body(g, model, params, x):
+def _class_bias(g, y, layer, params):
+    # One-hot classes y (N, classes) -> the per-class gate bias (N, 2F, 1, 1).
+    w_t = np.ascontiguousarray(np.asarray(params[layer.w_name], np.float32).T)
+    bias = g.op("MatMul", [y, g.const(layer.w_name, w_t)], stem=layer.name)
+    axes = g.const("axes", np.array([2, 3], np.int64))
+    return g.op("Unsqueeze", [bias, axes], stem=layer.name)
+
+
+def _gated_body(g, model, params, x, y=None):
     width = model.config["channels"]
     v = h = x
     for index, (v_conv, h_conv, v_to_h, h_out) in enumerate(model.stack):
         v_pre = g.conv(v, v_conv, params)
+        if y is not None:
+            v_bias, h_bias = model.class_bias[index]
+            v_pre = g.op("Add", [v_pre, _class_bias(g, y, v_bias, params)])
         link = g.conv(g.shift_down(v_pre), v_to_h, params)
         h_pre = g.op("Add", [g.conv(h, h_conv, params), link])
+        if y is not None:
+            h_pre = g.op("Add", [h_pre, _class_bias(g, y, h_bias, params)])
         v = g.gate(v_pre, width)
         h_res = g.conv(g.gate(h_pre, width), h_out, params)
         h = h_res if index == 0 else g.op("Add", [h, h_res], stem=f"l{index}.h")
     return h
 
 
-def _plain_body(g, model, params, x):
+def _plain_body(g, model, params, x, y=None):
     h = g.conv(x, model.first, params)
     for conv_a, conv_b in model.blocks:
         a = g.conv(g.op("Relu", [h]), conv_a, params)
@@ -213,8 +227,14 @@ def to_onnx(model, input_type="uint8", opset=DEFAULT_OPSET):
         elem_type = onnx.TensorProto.UINT8
     else:
         x, elem_type = "x", onnx.TensorProto.FLOAT
+    y, classes = None, model.config.get("classes", 0)
+    if classes:
+        depth = g.const("depth", np.array(classes, np.int64))
+        values = g.const("values", np.array([0.0, 1.0], np.float32))
+        y = g.op("OneHot", [g.op("Cast", ["labels"], to=onnx.TensorProto.INT64),
+                            depth, values], axis=-1, stem="classes")
     body = _gated_body if model.kind == "gated_pixelcnn" else _plain_body
-    features = body(g, model, model.params, x)
+    features = body(g, model, model.params, x, y)
 
     head1, head2 = model.head
     hidden = g.op("Relu", [g.conv(g.op("Relu", [features]), head1, model.params)])
@@ -226,6 +246,9 @@ def to_onnx(model, input_type="uint8", opset=DEFAULT_OPSET):
                                     name=g.fresh("Transpose")))
 
     inputs = [helper.make_tensor_value_info("x", elem_type, ["N", channels, "H", "W"])]
+    if classes:
+        inputs.append(helper.make_tensor_value_info("labels", onnx.TensorProto.INT64,
+                                                    ["N"]))
     outputs = [helper.make_tensor_value_info(
         "logits", onnx.TensorProto.FLOAT, ["N", channels, "H", "W", levels])]
     return _finish(onnx, helper, g, model, inputs, outputs, input_type, opset)
@@ -254,12 +277,14 @@ def export_onnx(model, path, input_type="uint8", opset=DEFAULT_OPSET):
     return path
 
 
-def run_onnx(model_or_path, x):
+def run_onnx(model_or_path, x, labels=None):
     """Logits of ``x`` by ONNX Runtime (CPU), for checks.
 
     Args:
         model_or_path: an ``onnx.ModelProto`` or the path of an ``.onnx`` file.
-        x: ``(N, C, H, W)`` uint8 or float32, as the graph's input expects.
+        x: ``(N, C, H, W)`` uint8 or float32, or WaveNet codes ``(N, T)``, as
+            the graph's input expects.
+        labels: ``(N,)`` classes for a class-conditional Gated PixelCNN.
 
     Returns:
         logits ``(N, C, H, W, V)`` float32.
@@ -276,4 +301,7 @@ def run_onnx(model_or_path, x):
     options.intra_op_num_threads = 1
     session = onnxruntime.InferenceSession(model_or_path, options,
                                            providers=["CPUExecutionProvider"])
-    return session.run(["logits"], {"x": np.ascontiguousarray(x)})[0]
+    feeds = {"x": np.ascontiguousarray(x)}
+    if labels is not None:
+        feeds["labels"] = np.asarray(labels, dtype=np.int64)
+    return session.run(["logits"], feeds)[0]

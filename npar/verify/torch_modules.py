@@ -141,9 +141,10 @@ class _ImageModule(nn.Module):
         z = z.reshape(n_batch, self.image_channels, self.levels, height, width)
         return z.permute(0, 1, 3, 4, 2)
 
-    def loss(self, x):
-        """Mean negative log-likelihood per sub-pixel (nats) of images ``x``."""
-        logits = self.forward(x)
+    def loss(self, x, labels=None):
+        """Mean negative log-likelihood per sub-pixel (nats) of images ``x``
+        (with ``(N,)`` class ``labels`` for a class-conditional model)."""
+        logits = self.forward(x) if labels is None else self.forward(x, labels)
         targets = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
         return F.cross_entropy(logits.reshape(-1, self.levels),
                                targets.reshape(-1).long())
@@ -155,7 +156,8 @@ class GatedLayer(nn.Module):
     ``1 x (K//2+1)`` masked at its last tap, the link ``v_to_h`` (1x1) from
     the shifted-down vertical pre-activation, and ``h_out`` (1x1)."""
 
-    def __init__(self, c_in, width, kernel, mask_type, groups, residual, dtype):
+    def __init__(self, c_in, width, kernel, mask_type, groups, residual, dtype,
+                 classes=0):
         super().__init__()
         half = kernel // 2
         self.residual = residual
@@ -174,11 +176,19 @@ class GatedLayer(nn.Module):
         self.h_out = MaskedConv2d(width, width, (1, 1),
                                   mask=out_mask if groups > 1 else None,
                                   dtype=dtype)
+        if classes:  # a learned per-class bias of every gate (2016b, eq. 4)
+            self.v_class = nn.Linear(classes, 2 * width, bias=False, dtype=dtype)
+            self.h_class = nn.Linear(classes, 2 * width, bias=False, dtype=dtype)
 
-    def forward(self, v, h):
-        """``(v, h)`` ``(N, C_in, H, W)`` each -> ``(v', h')`` ``(N, F, H, W)``."""
+    def forward(self, v, h, y=None):
+        """``(v, h)`` ``(N, C_in, H, W)`` each, and one-hot classes ``y``
+        ``(N, classes)`` or None -> ``(v', h')`` ``(N, F, H, W)``."""
         v_pre = self.v_conv(v)
+        if y is not None:
+            v_pre = v_pre + self.v_class(y)[:, :, None, None]
         h_pre = self.h_conv(h) + self.v_to_h(_shift_down(v_pre))
+        if y is not None:
+            h_pre = h_pre + self.h_class(y)[:, :, None, None]
         h_res = self.h_out(_gate(h_pre))
         return _gate(v_pre), (h + h_res if self.residual else h_res)
 
@@ -192,19 +202,30 @@ class TorchGatedPixelCNN(_ImageModule):
     def __init__(self, config, dtype=torch.float32):
         super().__init__(config, dtype)
         groups, width = self.image_channels, config["channels"]
+        self.classes = config.get("classes", 0)
         self.layers = nn.ModuleList()
         for index in range(config["layers"]):
             first = index == 0
             self.layers.append(GatedLayer(
                 groups if first else width, width,
                 config["first_kernel"] if first else config["kernel"],
-                "A" if first else "B", groups, residual=not first, dtype=dtype))
+                "A" if first else "B", groups, residual=not first, dtype=dtype,
+                classes=self.classes))
 
-    def forward(self, x):
-        """Integer images ``(N, C, H, W)`` -> logits ``(N, C, H, W, V)``."""
+    def forward(self, x, labels=None):
+        """Integer images ``(N, C, H, W)`` (and ``(N,)`` class ``labels`` for a
+        class-conditional model) -> logits ``(N, C, H, W, V)``."""
         v = h = self.scale(x)
+        y = None
+        if self.classes:
+            if labels is None:
+                raise ValueError(f"this model is class-conditional "
+                                 f"({self.classes} classes): pass labels")
+            labels = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels)
+                                     else labels).long()
+            y = F.one_hot(labels, self.classes).to(v.dtype)
         for layer in self.layers:
-            v, h = layer(v, h)
+            v, h = layer(v, h, y)
         return self.head(h)
 
 
