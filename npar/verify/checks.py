@@ -429,15 +429,16 @@ def _register_wavenet():
         inputs = {"w": _normal(rng, 3, 5, 2), "b": _normal(rng, 3)}
         return Problem(forward, onehot_conv1d_backward, inputs)
 
-    def model_and_codes(rng, length):
+    def model_and_codes(rng, length, **changes):
         # Receptive field 2 + (2 - 1) (2^3 - 1) + 1 = 10 samples.
         config = dict(levels=8, channels=4, skip_channels=6, head_channels=6,
                       layers=3, stacks=1, kernel=2, first_kernel=2)
+        config.update(changes)
         model = WaveNet(config, seed=int(rng.integers(2**31))).astype(np.float64)
         return model, rng.integers(0, model.levels, size=(2, length))
 
-    def logits_problem(rng):
-        model, q = model_and_codes(rng, 12)
+    def logits_problem(rng, **changes):
+        model, q = model_and_codes(rng, 12, **changes)
 
         def forward(**params):
             return model.forward(params, q)
@@ -455,6 +456,10 @@ def _register_wavenet():
              "one-hot codes, K = 2, delay 1")(onehot_problem)
     register("wavenet", "WaveNet, dilations 1 2 4: all parameters through the "
              "logits")(logits_problem)
+    register("wavenet.stacks", "WaveNet, 2 stacks of dilations 1 2, K = 3, "
+             "K_0 = 1: all parameters through the logits")(
+        lambda rng: logits_problem(rng, layers=2, stacks=2, kernel=3,
+                                   first_kernel=1))
     register("wavenet.loss", "WaveNet: all parameters through loss_and_grads, "
              "scored from the receptive field on")(loss_problem)
 
