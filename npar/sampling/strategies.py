@@ -43,11 +43,14 @@ def _check_logits(logits):
         raise ValueError(
             f"logits must have shape (..., V) with V >= 1, got {logits.shape}"
         )
-    if np.isnan(logits).any() or np.isposinf(logits).any():
-        raise FloatingPointError("logits contain NaN or +inf")
-    if logits.size and np.isneginf(logits).all(axis=-1).any():
+    # One reduction checks everything: the row maximum is NaN if the row
+    # holds a NaN, +inf if it holds +inf, and -inf if the row is all -inf.
+    mu = np.max(logits, axis=-1, keepdims=True)
+    if not np.isfinite(mu).all():
+        if np.isnan(mu).any() or np.isposinf(mu).any():
+            raise FloatingPointError("logits contain NaN or +inf")
         raise ValueError("a row of logits is -inf everywhere: no level is possible")
-    return logits
+    return mu
 
 
 def _check_probs(probs):
@@ -134,18 +137,19 @@ def temperature_probs(logits, temperature=1.0):
     Returns:
         ``(..., V)`` float64 probabilities summing to 1 on the last axis.
     """
-    _check_logits(logits)
+    mu = _check_logits(logits)
     temperature = check_temperature(temperature)
-    z = logits.astype(np.float64)
     if temperature == 0.0:
-        probs = np.zeros_like(z)
-        np.put_along_axis(probs, np.argmax(z, axis=-1)[..., None], 1.0, axis=-1)
+        probs = np.zeros(logits.shape)
+        np.put_along_axis(probs, np.argmax(logits, axis=-1)[..., None], 1.0,
+                          axis=-1)
         return probs
 
     with np.errstate(over="ignore"):
         # z - mu and (z - mu) / T are <= 0; an extreme spread of logits or a
         # tiny T may send them to -inf, whose exp is exactly 0.
-        shifted = z - z.max(axis=-1, keepdims=True)
+        shifted = logits.astype(np.float64)
+        shifted -= mu
         shifted /= temperature
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=-1, keepdims=True)
@@ -255,14 +259,23 @@ def draw(probs, u):
         )
     if u.size and ((u < 0).any() or (u >= 1).any()):
         raise ValueError("u must lie in [0, 1)")
-    cdf = np.cumsum(probs.astype(np.float64), axis=-1)
-    target = u * cdf[..., -1]
+    return _inverse_cdf(probs, u)
+
+
+def _inverse_cdf(probs, u):
+    # draw() without the argument checks, for probabilities made here.
+    cdf = np.cumsum(probs, axis=-1, dtype=np.float64)
+    total = cdf[..., -1]
+    target = u * total
     choice = (cdf <= target[..., None]).sum(axis=-1)
 
     # u * C_{V-1} can round up to C_{V-1}; fall back on the last possible level.
-    v_levels = probs.shape[-1]
-    last_possible = v_levels - 1 - np.argmax(probs[..., ::-1] > 0, axis=-1)
-    return np.minimum(choice, last_possible).astype(np.int64)
+    over = target >= total
+    if over.any():
+        v_levels = probs.shape[-1]
+        last_possible = v_levels - 1 - np.argmax(probs[..., ::-1] > 0, axis=-1)
+        choice = np.where(over, last_possible, choice)
+    return choice.astype(np.int64)
 
 
 def sample(logits, rng, temperature=1.0, top_k=None, top_p=None):
@@ -293,7 +306,7 @@ def sample(logits, rng, temperature=1.0, top_k=None, top_p=None):
     if check_temperature(temperature) == 0.0:
         return greedy(logits)
     probs = decoding_probs(logits, temperature, top_k, top_p)
-    return draw(probs, rng.random(probs.shape[:-1]))
+    return _inverse_cdf(probs, rng.random(probs.shape[:-1]))
 
 
 def temperature_sample(logits, rng, temperature=1.0):
