@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import npar
 import npar.models.pixelcnn
@@ -164,6 +166,33 @@ def test_large_tensors_use_directions_small_ones_all_entries():
     report = gradcheck(functools.partial(gate_forward, axis=1), gate_backward,
                        {"x": np.random.default_rng(2).standard_normal((1, 2, 3))})
     assert report.row("x").method == "all 6 entries"
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 9), n=st.integers(1, 120), k=st.integers(0, 10**6),
+       seed=st.integers(0, 2**31 - 1), size=st.floats(1e-3, 1e2))
+def test_any_single_wrong_entry_is_caught(m, n, k, seed, size):
+    # f(x) = A x: the exact backward passes; one entry of dx off by a small
+    # fraction of the largest gradient fails, and only x is named.
+    rng = np.random.default_rng(seed)
+    a_matrix = rng.standard_normal((m, n)) * size
+    inputs = {"x": rng.standard_normal(n), "s": rng.standard_normal(m)}
+
+    def forward(x, s):
+        return a_matrix @ x + s, None
+
+    def backward(dy, cache):
+        return a_matrix.T @ dy, dy
+
+    assert gradcheck(forward, backward, inputs, seed=seed).ok
+
+    def broken(dy, cache):
+        dx = a_matrix.T @ dy
+        dx[k % n] += 1e-3 * (np.max(np.abs(dx)) + 1e-12)
+        return dx, dy
+
+    report = gradcheck(forward, broken, inputs, seed=seed)
+    assert report.failed == ["x"], report.table()
 
 
 def test_top_level_export():
