@@ -283,7 +283,7 @@ def run_onnx(model_or_path, x, labels=None):
     Args:
         model_or_path: an ``onnx.ModelProto`` or the path of an ``.onnx`` file.
         x: ``(N, C, H, W)`` uint8 or float32, or WaveNet codes ``(N, T)``, as
-            the graph's input expects.
+            the graph's input expects (other integer dtypes are converted).
         labels: ``(N,)`` classes for a class-conditional Gated PixelCNN.
 
     Returns:
@@ -301,6 +301,15 @@ def run_onnx(model_or_path, x, labels=None):
     options.intra_op_num_threads = 1
     session = onnxruntime.InferenceSession(model_or_path, options,
                                            providers=["CPUExecutionProvider"])
+    x = np.asarray(x)
+    declared = {"tensor(uint8)": np.uint8, "tensor(int64)": np.int64}.get(
+        session.get_inputs()[0].type)
+    if declared is not None and x.dtype.kind in "iu" and x.dtype != declared:
+        info = np.iinfo(declared)
+        if x.size and (x.min() < info.min or x.max() > info.max):
+            raise ValueError(f"x holds values {x.min()}..{x.max()} that do not fit "
+                             f"the graph's {np.dtype(declared)} input")
+        x = x.astype(declared)
     feeds = {"x": np.ascontiguousarray(x)}
     if labels is not None:
         feeds["labels"] = np.asarray(labels, dtype=np.int64)
