@@ -11,6 +11,8 @@ model's weights for another framework.
   convolution) unless ``--cross-correlation``.
 """
 
+import argparse
+
 from npar.models.io import atomic_write_npz, load
 from npar.verify import interop
 
@@ -21,11 +23,14 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "export", help="write a model for PyTorch, ONNX, JAX (npz) or Julia",
         description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", metavar="CKPT",
                         help="npar model or training checkpoint (.npz)")
-    parser.add_argument("--to", required=True, choices=TARGETS, dest="target")
-    parser.add_argument("--out", required=True, metavar="FILE")
+    parser.add_argument("--to", required=True, choices=TARGETS, dest="target",
+                        help="target format (see above)")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="file to write (.pt for torch, .onnx, .npz)")
     parser.add_argument("--input", choices=("uint8", "float", "int64"),
                         default="uint8",
                         help="onnx: PixelCNN input x as uint8 levels (scaled in "

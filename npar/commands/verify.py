@@ -12,6 +12,7 @@ Exit status: 0 when every tensor agrees and nothing shows the reference
 reading the future, 3 when something differs, 1 on bad input.
 """
 
+import argparse
 import json
 import os
 
@@ -27,6 +28,7 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "verify", help="compare another framework's logits/gradients with npar's",
         description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL",
                         help="npar checkpoint .npz, or a foreign state_dict "
