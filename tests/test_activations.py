@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from gradient_tools import check_gradients
 from npar.ops.activations import (
     gate_backward,
     gate_forward,
@@ -15,6 +14,8 @@ from npar.ops.activations import (
     relu_forward,
     relu_reference,
 )
+
+from gradient_tools import check_gradients
 
 finite = st.floats(-30, 30, allow_nan=False, width=64)
 

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradient_tools import check_gradients
 from npar.ops.conv2d import (
     conv2d_backward,
     conv2d_backward_reference,
@@ -15,6 +14,8 @@ from npar.ops.conv2d import (
 )
 from npar.ops.masks import causal_mask, channel_groups
 from npar.train.optim import Adam
+
+from gradient_tools import check_gradients
 
 
 @st.composite

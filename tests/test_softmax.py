@@ -7,13 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradient_tools import check_gradients
 from npar.ops.softmax import (
     log_softmax,
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
     softmax_cross_entropy_reference,
 )
+
+from gradient_tools import check_gradients
 
 
 @settings(max_examples=100)

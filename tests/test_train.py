@@ -96,7 +96,8 @@ def test_clip_by_global_norm():
     grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}
     norm = clip_by_global_norm(grads, 1.0)
     assert norm == pytest.approx(5.0)
-    assert grads["a"][0] == pytest.approx(0.6) and grads["b"][0, 0] == pytest.approx(0.8)
+    assert grads["a"][0] == pytest.approx(0.6)
+    assert grads["b"][0, 0] == pytest.approx(0.8)
     assert clip_by_global_norm({"a": np.array([np.inf])}, 1.0) == np.inf
 
 

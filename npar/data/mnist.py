@@ -79,7 +79,8 @@ def _read_bytes(path):
         with opener(path, "rb") as handle:
             return handle.read()
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"{path} is truncated or not a valid gzip file: {error}")
+        raise ValueError(
+            f"{path} is truncated or not a valid gzip file: {error}") from error
 
 
 def _find(stem, places):

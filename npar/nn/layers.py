@@ -84,7 +84,8 @@ class Dense:
             w *= self.mask.astype(dtype)
         params = {self.w_name: w}
         if self.bias:
-            params[self.b_name] = _uniform_fan_in(rng, (self.c_out,), self.c_in, dtype)
+            params[self.b_name] = _uniform_fan_in(rng, (self.c_out,), self.c_in,
+                                                  dtype)
         return params
 
     def forward(self, params, x):

@@ -18,10 +18,10 @@ from npar.ops.conv2d import (
     conv2d_backward,
     conv2d_backward_reference,
     conv2d_forward,
-    conv2d_reference,
     conv2d_output_shape,
+    conv2d_reference,
 )
-from npar.ops.masks import causal_mask, channel_groups, centred_padding
+from npar.ops.masks import causal_mask, centred_padding, channel_groups
 from npar.ops.softmax import (
     log_softmax,
     softmax_cross_entropy_backward,

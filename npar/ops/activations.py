@@ -1,7 +1,7 @@
 """Gated activation unit and ReLU.
 
 The gated unit of van den Oord et al. (2016b, eq. 2) and WaveNet (2016c,
-eq. 2) splits the channel axis of its input in two halves, ``a`` (the
+eq. 3) splits the channel axis of its input in two halves, ``a`` (the
 first C channels) and ``b`` (the last C channels), and computes
 
 .. math::  y = \\tanh(a) \\odot \\sigma(b)

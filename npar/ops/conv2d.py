@@ -295,7 +295,8 @@ def conv2d_backward_reference(x, w, dy, padding=0, dilation=1, mask=None):
             rows = slice(d_h * p, d_h * p + h_out)
             cols = slice(d_w * q, d_w * q + w_out)
             dw[:, :, p, q] = np.einsum("noij,ncij->oc", dy, x_pad[:, :, rows, cols])
-            dx_pad[:, :, rows, cols] += np.einsum("oc,noij->ncij", w_eff[:, :, p, q], dy)
+            tap = w_eff[:, :, p, q]
+            dx_pad[:, :, rows, cols] += np.einsum("oc,noij->ncij", tap, dy)
     if mask is not None:
         dw *= mask
     height, width = x.shape[2], x.shape[3]

@@ -11,8 +11,13 @@ import json
 
 import numpy as np
 
-from npar.models.io import atomic_write_npz, header_of, model_arrays, model_class
-from npar.models.io import read_npz
+from npar.models.io import (
+    atomic_write_npz,
+    header_of,
+    model_arrays,
+    model_class,
+    read_npz,
+)
 
 
 def save_checkpoint(path, model, optimizer=None, state=None):

@@ -21,6 +21,7 @@ from npar.train.checkpoint import save_checkpoint
 from npar.train.optim import clip_by_global_norm
 
 log = logging.getLogger(__name__)
+BITS_PER_NAT = 1.0 / math.log(2.0)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -73,7 +74,7 @@ def fit(model, optimizer, batch_fn, *, max_steps=None, time_budget=None,
         clip_norm=None, schedule="constant", warmup_fraction=0.0,
         checkpoint_path=None, checkpoint_every=120.0, state=None,
         progress=True, items_per_batch=None, unit_name="bits/dim",
-        unit_scale=1.0 / math.log(2.0), extra_state=None):
+        unit_scale=BITS_PER_NAT, extra_state=None):
     """Train ``model`` in place.
 
     Args:
