@@ -101,9 +101,10 @@ class Dense:
 
 
 def shift_down_forward(x):
-    """Shift an ``(N, C, H, W)`` or ``(C, N, H, W)`` map one row down: ``y[:, :, i] = x[:, :, i-1]``,
-    row 0 zero. This is what keeps the vertical stack strictly above the
-    pixel when it feeds the horizontal stack (van den Oord et al. 2016b)."""
+    """Shift an ``(N, C, H, W)`` or ``(C, N, H, W)`` map one row down:
+    ``y[:, :, i] = x[:, :, i-1]``, row 0 zero. This is what keeps the
+    vertical stack strictly above the pixel when it feeds the horizontal
+    stack (van den Oord et al. 2016b, sec. 2.2)."""
     y = np.zeros_like(x)
     y[:, :, 1:] = x[:, :, :-1]
     return y
