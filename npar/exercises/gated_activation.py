@@ -1,7 +1,7 @@
 """Exercise gated_activation: the backward pass of the gated activation unit.
 
 The forward pass below is the gated unit of Gated PixelCNN (van den Oord et
-al. 2016b, eq. 2) and WaveNet (van den Oord et al. 2016c, eq. 2). The
+al. 2016b, eq. 2) and WaveNet (van den Oord et al. 2016c, eq. 3). The
 input ``x`` ``(N, 2C, ...)`` is split on the channel axis into ``a`` (the
 first ``C`` channels) and ``b`` (the last ``C``):
 
