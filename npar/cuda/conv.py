@@ -123,7 +123,7 @@ def _device_mask(mask, w):
     return mask
 
 
-# ---- the (C, N, H, W) core shared by the 2-D and 1-D convolutions ----------
+# ---- the (C, N, H, W) core shared by the 2-D and 1-D convolutions -----------
 
 
 def _forward_cn(x_cn, w_eff, b, k_hw, pad, dilation, out_hw):
@@ -169,7 +169,7 @@ def _backward_cn(dy_cn, cols, w_eff, mask, has_bias, x_shape, k_hw, pad,
     return dx, dw, db
 
 
-# ---- 2-D ---------------------------------------------------------------------
+# ---- 2-D --------------------------------------------------------------------
 
 
 def conv2d_forward(x, w, b=None, padding=0, dilation=1, mask=None, layout="NCHW"):
@@ -244,7 +244,7 @@ def conv2d_backward(dy, cache, need_dx=True, dw_out=None, db_out=None):
     return dx, dw.reshape(*w_eff.shape), db
 
 
-# ---- 1-D causal ---------------------------------------------------------------
+# ---- 1-D causal -------------------------------------------------------------
 
 
 def conv1d_forward(x, w, b=None, dilation=1, layout="NCT"):
@@ -312,7 +312,7 @@ def conv1d_backward(dy, cache, need_dx=True, dw_out=None, db_out=None):
     return dx, dw.reshape(*w.shape), db
 
 
-# ---- dense (1x1 convolution on rows) ------------------------------------------
+# ---- dense (1x1 convolution on rows) ----------------------------------------
 
 
 def dense_forward(x, w, b=None, mask=None, layout="rows"):

@@ -4,7 +4,7 @@ models. Each is a grid-stride loop over a flat index (one thread per
 element at the GPU launch size, a few threads that stride at the
 simulator's; see :mod:`npar.cuda.runtime`).
 
-Gated activation (van den Oord et al. 2016b, eq. 2; WaveNet eq. 2), with
+Gated activation (van den Oord et al. 2016b, eq. 2; WaveNet eq. 3), with
 ``a`` and ``b`` the two halves of the input's channel axis:
 
 .. math::  y = \\tanh(a) \\odot \\sigma(b),\\qquad
@@ -158,7 +158,7 @@ def _k(a, name):
     return _kernels(np.dtype(a.dtype))[name]
 
 
-# ---- gated activation and ReLU ---------------------------------------------
+# ---- gated activation and ReLU ----------------------------------------------
 
 
 def gate_forward(x, axis=1):
@@ -218,7 +218,7 @@ def relu_backward(dy, cache):
     return dx
 
 
-# ---- sums, products, fills ------------------------------------------------
+# ---- sums, products, fills --------------------------------------------------
 
 
 def add(a, b, out=None):
@@ -261,7 +261,7 @@ def zeros(shape, dtype):
     return fill(empty(shape, dtype), 0.0)
 
 
-# ---- layout changes and the down-shift ------------------------------------
+# ---- layout changes and the down-shift --------------------------------------
 
 
 def shift_down_forward(x):

@@ -35,13 +35,14 @@ from npar.cuda.runtime import check_device_array, dummy, empty, flat, launch_pla
 @functools.cache
 def _matmul_kernel(dtype, tile):
     ft = numba.from_dtype(np.dtype(dtype))
+    padded = tile + 1  # shared-array shapes must be compile-time constants
 
     @cuda.jit
     def matmul(a, b, c, trans_a, trans_b, bias, bias_axis):
         # a_tile[r, k] = op(a)[row0 + r, k0 + k], b_tile[k, p] = op(b)[k0 + k,
         # col0 + p]; one extra column against shared-memory bank conflicts.
-        a_tile = cuda.shared.array((tile, tile + 1), dtype=ft)
-        b_tile = cuda.shared.array((tile, tile + 1), dtype=ft)
+        a_tile = cuda.shared.array((tile, padded), dtype=ft)
+        b_tile = cuda.shared.array((tile, padded), dtype=ft)
         ty = cuda.threadIdx.y
         tx = cuda.threadIdx.x
         m_rows = c.shape[0]

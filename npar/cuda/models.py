@@ -55,7 +55,7 @@ class _DeviceModel:
             if mask is not None:
                 self.masks[layer.w_name] = to_device(mask.astype(self.dtype))
 
-    # ---- layers ------------------------------------------------------------
+    # ---- layers -------------------------------------------------------------
 
     def conv2d(self, layer, params, x):
         bias = params[layer.b_name] if layer.bias else None
@@ -94,7 +94,7 @@ class _DeviceModel:
         return dlogits.reshape(*logits.shape), nll.size
 
 
-# ---- image models ---------------------------------------------------------------
+# ---- image models -----------------------------------------------------------
 
 
 class _DeviceImageModel(_DeviceModel):
@@ -222,7 +222,7 @@ class DevicePixelCNN(_DeviceImageModel):
         self.conv2d_back(model.first, first_cache, dh, grads, need_dx=False)
 
 
-# ---- WaveNet ------------------------------------------------------------------------
+# ---- WaveNet ----------------------------------------------------------------
 
 
 @cuda.jit
