@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = dict(model="gated", channels=None, layers=None, kernel=None,
                 first_kernel=None, head_channels=None, batch_size=32, lr=3e-3,
-                optimizer="adam", clip=1.0, schedule="cosine", time_budget=720.0)
+                optimizer="adam", clip=1.0, schedule="cosine", time_budget=720.0,
+                conditional=False)
 
 
 def add_parser(families):
@@ -39,6 +40,9 @@ def add_parser(families):
     p.add_argument("--kernel", type=int, help="odd kernel size of later layers")
     p.add_argument("--first-kernel", type=int, help="odd kernel of layer 1")
     p.add_argument("--head-channels", type=int, help="channels of the output head")
+    p.add_argument("--conditional", action="store_true", default=None,
+                   help="class-conditional Gated PixelCNN: the MNIST label adds a "
+                   "learned bias inside every gate")
     p.add_argument("--batch-size", type=int, help="images per step (default 32)")
     p.add_argument("--lr", type=float, help="learning rate (default 3e-3)")
     p.add_argument("--optimizer", choices=["adam", "sgd"])
@@ -78,6 +82,10 @@ def _build_model(options, seed):
     for key in ("channels", "layers", "kernel", "first_kernel", "head_channels"):
         if options.get(key) is not None:
             config[key] = options[key]
+    if options.get("conditional"):
+        if cls is not GatedPixelCNN:
+            raise ValueError("--conditional needs the Gated PixelCNN (--model gated)")
+        config["classes"] = 10
     return cls(config, seed=seed)
 
 
@@ -97,7 +105,8 @@ def make_batch_fn(images, batch_size, seed, labels=None):
         chosen = order[index * batch_size:(index + 1) * batch_size]
         if labels is None:
             return (images[chosen],)
-        return (images[chosen], labels[chosen])
+        # loss_and_grads(x, params=None, labels=None), positionally.
+        return (images[chosen], None, labels[chosen])
 
     return batch_fn, steps_per_epoch
 
@@ -145,8 +154,10 @@ def run(args):
         optimizer = make_optimizer(options["optimizer"], options["lr"])
         state = {"seed": seed, "options": options}
 
-    batch_fn, steps_per_epoch = make_batch_fn(train_images, options["batch_size"],
-                                              seed)
+    conditional = bool(options.get("conditional"))
+    batch_fn, steps_per_epoch = make_batch_fn(
+        train_images, options["batch_size"], seed,
+        train_labels if conditional else None)
     max_steps = options.get("max_steps")
     if options.get("epochs") is not None:
         max_steps = int(math.ceil(options["epochs"] * steps_per_epoch))
@@ -162,8 +173,15 @@ def run(args):
 
     test = test_images if args.test_limit is None else test_images[:args.test_limit]
     dims = test[0].size
-    nll = evaluate_nll(model.nll_sum, test, batch_size=250,
-                       progress=not args.no_progress, desc="test")
+    if conditional:
+        # Batches of test indices, so that images and labels stay paired.
+        nll = evaluate_nll(lambda index: model.nll_sum(test[index],
+                                                       test_labels[index]),
+                           np.arange(len(test)), batch_size=250,
+                           progress=not args.no_progress, desc="test")
+    else:
+        nll = evaluate_nll(model.nll_sum, test, batch_size=250,
+                           progress=not args.no_progress, desc="test")
     test_bpd = nll / (len(test) * dims * math.log(2))
     recent = state["losses"][-100:]
     metrics = {
@@ -201,7 +219,9 @@ def _write_samples(model, n, seed, out):
     from npar.sampling.images import save_grid
     from npar.sampling.pixelcnn import sample_images
 
-    images = sample_images(model, n, np.random.default_rng(seed))
+    labels = np.arange(n) % model.config["classes"] if model.config.get(
+        "classes") else None
+    images = sample_images(model, n, np.random.default_rng(seed), labels=labels)
     path = os.path.join(out, "samples.png")
     save_grid(images, path, scale=2)
     return path
