@@ -324,8 +324,10 @@ def _spectrogram(real, generated, sample_rate, path):
     fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
     for ax, signal, title in ((axes[0], real, "held-out speech"),
                               (axes[1], generated, "generated (same seed)")):
-        ax.specgram(signal, NFFT=512, Fs=sample_rate, noverlap=384,
-                    cmap="magma")
+        nfft = int(min(512, max(16, len(signal) // 4)))
+        with np.errstate(divide="ignore"):  # log10 of exact silence
+            ax.specgram(signal, NFFT=nfft, Fs=sample_rate, noverlap=3 * nfft // 4,
+                        cmap="magma")
         ax.set_title(title)
         ax.set_ylabel("Hz")
     axes[1].set_xlabel("seconds")
