@@ -201,18 +201,24 @@ def run(args):
         "seed": seed,
         "options": options,
     }
+    metrics["wall_s"] = time.perf_counter() - wall_start
+    _write_json(metrics, os.path.join(out, "metrics.json"))
     if args.samples > 0 and state["stopped"] != "interrupted":
         metrics["samples_png"] = _write_samples(model, args.samples, seed, out)
-    metrics["wall_s"] = time.perf_counter() - wall_start
-    with open(os.path.join(out, "metrics.json.tmp"), "w") as handle:
-        json.dump(metrics, handle, indent=2)
-    os.replace(os.path.join(out, "metrics.json.tmp"),
-               os.path.join(out, "metrics.json"))
+        metrics["wall_s"] = time.perf_counter() - wall_start
+        _write_json(metrics, os.path.join(out, "metrics.json"))
     print(f"test bits/dim {test_bpd:.4f} on {len(test)} images; "
           f"train bits/dim {metrics['train_bpd']:.4f}; {state['step']} steps, "
           f"{metrics['images_per_s']:.0f} images/s; {metrics['wall_s']:.0f} s; "
           f"wrote {out}")
     return 0
+
+
+def _write_json(data, path):
+    # Atomic: a reader sees the old file or the new one, never half of one.
+    with open(path + ".tmp", "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def _write_samples(model, n, seed, out):
