@@ -13,6 +13,7 @@ from npar.sampling.strategies import (
     decoding_probs,
     draw,
     greedy,
+    next_code_log_probs,
     sample,
     temperature_probs,
     top_k_probs,
@@ -305,3 +306,28 @@ def test_beam_search_checks_its_arguments_and_the_step_function():
         beam_search(lambda p: np.zeros(3), 2, 2, prefix=[0])
     with pytest.raises(ValueError, match="log-probabilities"):
         beam_search(lambda p: np.ones((p.shape[0], 3)), 2, 2, prefix=[0])
+
+
+def test_beam_search_continues_a_wavenet_prefix_exactly():
+    from npar.models.wavenet import WaveNet
+
+    config = dict(levels=4, channels=4, skip_channels=4, head_channels=6,
+                  layers=2, kernel=2, first_kernel=2)
+    model = WaveNet(config, seed=3).astype(np.float64)
+    params = {k: 3.0 * v for k, v in model.params.items()}  # peaked
+    model = WaveNet(config, params)
+    prefix = np.array([1, 3, 0, 2])
+    # Width 16 = V^(S-1) for S = 3 steps: exact. Score every one of the 64
+    # continuations by the model's own log-likelihood of the whole clip
+    # from position 4 on.
+    codes, scores = beam_search(next_code_log_probs(model), 16, 3, prefix=prefix)
+    every = np.array([[a, b, c] for a in range(4) for b in range(4)
+                      for c in range(4)])
+    clips = np.concatenate([np.tile(prefix, (64, 1)), every], axis=1)
+    truth = model.log_prob(clips, start=4)
+    order = np.argsort(-truth, kind="stable")
+    np.testing.assert_array_equal(codes[0], every[order[0]])
+    np.testing.assert_allclose(scores, truth[order[:16]], rtol=1e-10)
+    # Greedy (width 1) scores no better than the best continuation.
+    _, greedy_score = beam_search(next_code_log_probs(model), 1, 3, prefix=prefix)
+    assert greedy_score[0] <= scores[0] + 1e-12

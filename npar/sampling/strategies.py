@@ -341,9 +341,8 @@ def beam_search(log_probs, beam_width, steps, prefix=(), batched=True):
     ``beam_width`` best extensions are kept; equal scores go to the
     extension of the better beam, then to the lower code. With
     ``beam_width >= V ** (steps - 1)`` no hypothesis is ever dropped and the
-    search is exact. For WaveNet, ``log_probs`` runs the model on the
-    prefixes and returns the log-softmax of the logits of the last time
-    step (a short continuation costs ``steps`` forward passes of
+    search is exact. For WaveNet, :func:`next_code_log_probs` makes the
+    step function (a short continuation costs ``steps`` forward passes of
     ``beam_width`` sequences).
 
     Args:
@@ -397,3 +396,24 @@ def beam_search(log_probs, beam_width, steps, prefix=(), batched=True):
         beams = np.concatenate([beams[parent], code[:, None]], axis=1)
         scores = total[best]
     return beams[:, prefix.size:].copy(), scores
+
+
+def next_code_log_probs(model):
+    """The batched step function of :func:`beam_search` for a sequence model
+    with ``model.logits(q, start) -> (B, T - start, V)`` whose logits at
+    position ``t`` predict ``q[:, t]`` from ``q[:, :t]`` (WaveNet): it
+    appends a placeholder code to the ``(B, L)`` prefixes, takes the logits
+    of position ``L`` alone, and returns their ``(B, V)`` log-softmax,
+    :math:`\\log p(y \\mid x_{<L})`.
+    """
+
+    def log_probs(prefixes):
+        prefixes = np.asarray(prefixes, dtype=np.int64)
+        length = prefixes.shape[1]
+        q = np.concatenate([prefixes, np.zeros((len(prefixes), 1), np.int64)],
+                           axis=1)
+        z = model.logits(q, start=length)[:, 0].astype(np.float64)
+        shifted = z - z.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+    return log_probs
