@@ -83,7 +83,7 @@ def main(argv=None):
         loss = twin.loss(q)
         loss.backward()
         torch_optimizer.step()
-        return float(loss)
+        return loss.item()
 
     npar_step()
     torch_step()  # warm-up: compilation, allocator
