@@ -22,6 +22,18 @@ import sys
 import time
 
 
+def _timed(function):
+    """``(wall seconds, CPU seconds of this process)`` of ``function()``.
+
+    On a machine shared with other jobs the wall time measures the share of
+    the CPUs this process got; the CPU time is close to what the work costs
+    on an idle machine (for one thread; with several it also counts the
+    time BLAS and OpenMP threads spend spinning while they wait)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    function()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats, shorter runs")
@@ -87,19 +99,20 @@ def main(argv=None):
 
     npar_step()
     torch_step()  # warm-up: compilation, allocator
-    npar_times, torch_times = [], []
+    times = {"npar": [], "torch": [], "npar_cpu": [], "torch_cpu": []}
     for _ in range(steps):  # interleaved, so that load on the machine hits both
-        start = time.perf_counter()
-        npar_step()
-        npar_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        torch_step()
-        torch_times.append(time.perf_counter() - start)
-    npar_step_s = float(np.median(npar_times))
-    torch_step_s = float(np.median(torch_times))
+        for name, step in (("npar", npar_step), ("torch", torch_step)):
+            wall, cpu = _timed(step)
+            times[name].append(wall)
+            times[f"{name}_cpu"].append(cpu)
+    median = {name: float(np.median(values)) for name, values in times.items()}
+    npar_step_s, torch_step_s = median["npar"], median["torch"]
     ratio = npar_step_s / torch_step_s
+    cpu_ratio = median["npar_cpu"] / median["torch_cpu"]
     print(f"training step: npar {npar_step_s:.3f} s, torch {torch_step_s:.3f} s "
           f"(medians of {steps}); npar/torch = {ratio:.2f}")
+    print(f"  CPU time of the process: npar {median['npar_cpu']:.3f} s, torch "
+          f"{median['torch_cpu']:.3f} s; npar/torch = {cpu_ratio:.2f}")
 
     # ---- generation ---------------------------------------------------------
     prompt = rng.integers(0, 256, field + 100)
@@ -108,29 +121,33 @@ def main(argv=None):
 
     cached = CachedEngine(model)
     cached.generate(10, np.random.default_rng(0), 1.0, prompt)  # compile
-    start = time.perf_counter()
-    cached.generate(n_cached, np.random.default_rng(0), 1.0, prompt)
-    cached_rate = n_cached / (time.perf_counter() - start)
+    wall, cpu = _timed(lambda: cached.generate(n_cached, np.random.default_rng(0),
+                                               1.0, prompt))
+    cached_rate, cached_cpu_rate = n_cached / wall, n_cached / cpu
 
     naive = NaiveEngine(model)
     naive.generate(1, np.random.default_rng(0), 1.0, prompt)
-    start = time.perf_counter()
-    naive.generate(n_naive, np.random.default_rng(0), 1.0, prompt)
-    naive_rate = n_naive / (time.perf_counter() - start)
+    wall, cpu = _timed(lambda: naive.generate(n_naive, np.random.default_rng(0),
+                                              1.0, prompt))
+    naive_rate, naive_cpu_rate = n_naive / wall, n_naive / cpu
 
-    history = list(prompt)
-    gen = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    with torch.no_grad():
-        for _ in range(n_naive):
-            window = np.array(history[-(field - 1):] + [0])[None, :]
-            logits = twin(window, field - 1)[0]
-            history.append(int(torch.multinomial(torch.softmax(logits, -1), 1,
-                                                 generator=gen)))
-    torch_naive_rate = n_naive / (time.perf_counter() - start)
+    def torch_naive():
+        history = list(prompt)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for _ in range(n_naive):
+                window = np.array(history[-(field - 1):] + [0])[None, :]
+                logits = twin(window, field - 1)[0]
+                history.append(int(torch.multinomial(torch.softmax(logits, -1), 1,
+                                                     generator=gen)))
+
+    wall, cpu = _timed(torch_naive)
+    torch_naive_rate, torch_naive_cpu_rate = n_naive / wall, n_naive / cpu
     print(f"generation: npar cached {cached_rate:.0f} samples/s, npar naive "
           f"{naive_rate:.1f} samples/s, torch naive {torch_naive_rate:.1f} "
           f"samples/s; cached/naive = {cached_rate / naive_rate:.0f}x")
+    print(f"  per CPU second: npar cached {cached_cpu_rate:.0f}, npar naive "
+          f"{naive_cpu_rate:.1f}, torch naive {torch_naive_cpu_rate:.1f}")
 
     figures = {
         "params": model.n_params(),
@@ -141,10 +158,17 @@ def main(argv=None):
         "npar_step_s": npar_step_s,
         "torch_step_s": torch_step_s,
         "step_ratio_npar_over_torch": ratio,
+        "npar_step_cpu_s": median["npar_cpu"],
+        "torch_step_cpu_s": median["torch_cpu"],
+        "step_cpu_ratio_npar_over_torch": cpu_ratio,
         "npar_cached_samples_per_s": cached_rate,
         "npar_naive_samples_per_s": naive_rate,
         "torch_naive_samples_per_s": torch_naive_rate,
         "cached_over_naive": cached_rate / naive_rate,
+        "npar_cached_samples_per_cpu_s": cached_cpu_rate,
+        "npar_naive_samples_per_cpu_s": naive_cpu_rate,
+        "torch_naive_samples_per_cpu_s": torch_naive_cpu_rate,
+        "load_average_1min": os.getloadavg()[0],
         "quick": args.quick,
     }
     print(json.dumps(figures))
