@@ -4,7 +4,6 @@ clear errors."""
 
 import numpy as np
 import pytest
-from gradient_tools import check_gradients
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +19,8 @@ from npar.ops.onehot_conv1d import (
     onehot_conv1d_reference,
     onehot_delayed,
 )
+
+from gradient_tools import check_gradients
 
 
 @st.composite
