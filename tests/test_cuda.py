@@ -28,6 +28,7 @@ HAS_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
 needs_numba_cuda = pytest.mark.skipif(
     not HAS_NUMBA_CUDA, reason="numba-cuda is not installed (pip install "
     "'npar[cuda]'); the CUDA simulator comes with it")
+SIM_TIMEOUT = 900
 _runs = {}
 
 
@@ -49,9 +50,17 @@ def _run_simulator_file(name, folder):
         command = [sys.executable, "-m", "pytest", str(HERE / "cuda_sim" / name),
                    "-o", "python_files=sim_*.py", "-q", "-p", "no:cacheprovider",
                    "--durations=3"]
-        done = subprocess.run(command, env=env, cwd=HERE.parent, text=True,
-                              capture_output=True, timeout=900)
-        _runs[name] = (done.returncode, done.stdout + done.stderr, record)
+        try:
+            done = subprocess.run(command, env=env, cwd=HERE.parent, text=True,
+                                  capture_output=True, timeout=SIM_TIMEOUT)
+            _runs[name] = (done.returncode, done.stdout + done.stderr, record)
+        except subprocess.TimeoutExpired as error:
+            output = (error.stdout or b"") + (error.stderr or b"")
+            if isinstance(output, bytes):
+                output = output.decode(errors="replace")
+            _runs[name] = (-1, f"{output}\n{name} timed out after {SIM_TIMEOUT} s "
+                           "under the simulator (about 40 s on an idle 2-core "
+                           "machine)", record)
     return _runs[name]
 
 
