@@ -267,22 +267,30 @@ def run(args):
                                         if recent else None)
     metrics["train_bits_note"] = "mean training loss over the last 100 steps"
     metrics.update(evaluate(model, test_codes))
+    metrics["wall_s"] = time.perf_counter() - wall_start
+    # Written before generation too, so that the figures survive a failure
+    # or an interrupt while the audio is being sampled.
+    _write_metrics(metrics, out)
 
     if args.generate_seconds > 0 and state["stopped"] != "interrupted":
         metrics.update(_write_audio(model, test_codes, options["sample_rate"],
                                     args.generate_seconds, args.temperature, seed,
                                     out))
-    metrics["wall_s"] = time.perf_counter() - wall_start
-    tmp = os.path.join(out, "metrics.json.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(metrics, handle, indent=2)
-    os.replace(tmp, os.path.join(out, "metrics.json"))
+        metrics["wall_s"] = time.perf_counter() - wall_start
+        _write_metrics(metrics, out)
     print(f"test bits/sample {metrics['test_bits_per_sample']:.4f} on "
           f"{metrics['test_samples']} held-out samples (baselines: code "
           f"histogram {metrics['baseline_code_entropy_bits']:.4f}, first "
           f"differences {metrics['baseline_diff_entropy_bits']:.4f}); "
           f"{state['step']} steps; {metrics['wall_s']:.0f} s; wrote {out}")
     return 0
+
+
+def _write_metrics(metrics, out):
+    tmp = os.path.join(out, "metrics.json.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    os.replace(tmp, os.path.join(out, "metrics.json"))
 
 
 def _write_audio(model, test_codes, sample_rate, seconds, temperature, seed, out):
