@@ -159,8 +159,21 @@ def _default_plan():
         return SIMULATOR_PLAN
     from numba import cuda
 
+    _quiet_small_grid_warnings()
     sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
     return LaunchPlan(max_blocks=32 * int(sms))
+
+
+def _quiet_small_grid_warnings():
+    # numba-cuda warns at every launch of fewer than 128 blocks. The
+    # single-block sums and the per-row reductions of a few rows are small
+    # on purpose; the warning would only repeat that.
+    try:
+        from numba.cuda.core import config
+    except ImportError:
+        return
+    if hasattr(config, "CUDA_LOW_OCCUPANCY_WARNINGS"):
+        config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 
 def launch_plan():

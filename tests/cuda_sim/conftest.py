@@ -7,6 +7,13 @@ These files run only in a process started with ``NUMBA_ENABLE_CUDASIM=1``
 - the thread switch interval drops to 0.1 ms: the simulator runs every CUDA
   thread as a Python thread and polls them at each ``syncthreads``, which
   takes milliseconds per barrier at the default 5 ms;
+- shared-memory allocation is made thread-safe: the simulator's
+  ``cuda.shared.array`` looks the array of a call site up in a dict and
+  creates it when missing, without a lock, so two threads of one block
+  can each create their own "shared" array and a reduction then reads
+  values that half the block never wrote (seen as a rare wrong gradient
+  norm). The replacement below keeps the simulator's rule (one array per
+  source line and launch) and takes a lock around the look-up;
 - with ``NPAR_CUDA_RECORD=path`` every kernel launch is recorded (the
   kernel and the types of its arguments) and written to ``path`` as JSON at
   the end, for the PTX compile check of tests/test_cuda.py.
@@ -15,6 +22,7 @@ These files run only in a process started with ``NUMBA_ENABLE_CUDASIM=1``
 import json
 import os
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -66,8 +74,31 @@ def _install_recorder():
     FakeCUDAKernel.__call__ = recording_call
 
 
+def _install_locked_shared_arrays():
+    from numba.cuda.simulator import kernelapi
+
+    unlocked = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic shared memory, errors
+            return unlocked(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            found = self._allocations.get(caller)
+            if found is None:
+                found = self._allocations[caller] = np.empty(shape, dtype)
+        return found
+
+    kernelapi.FakeCUDAShared.array = array
+
+
 if SIMULATOR:
     sys.setswitchinterval(1e-4)
+    _install_locked_shared_arrays()
     if os.environ.get("NPAR_CUDA_RECORD"):
         _install_recorder()
 
