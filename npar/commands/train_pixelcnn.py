@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from npar.backend import add_device_argument, make_trainer
 from npar.data.mnist import load_mnist
 from npar.models.pixelcnn import GatedPixelCNN, PixelCNN
 from npar.train.checkpoint import load_checkpoint
@@ -64,6 +65,7 @@ def add_parser(families):
     p.add_argument("--samples", type=int, default=16,
                    help="digits to generate into samples.png (0 = none)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_argument(p)
     return p
 
 
@@ -164,7 +166,8 @@ def run(args):
     log.info("%s with %d parameters, config %s", model.kind, model.n_params(),
              model.config)
 
-    state = fit(model, optimizer, batch_fn, max_steps=max_steps,
+    trainer = make_trainer(model, optimizer, device=args.device)
+    state = fit(model, optimizer, batch_fn, max_steps=max_steps, trainer=trainer,
                 time_budget=options.get("time_budget"),
                 clip_norm=options["clip"] or None, schedule=options["schedule"],
                 warmup_fraction=0.02, checkpoint_path=checkpoint_path,

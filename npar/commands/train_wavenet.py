@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from npar.backend import add_device_argument, make_trainer
 from npar.data.audio import load_codes, mu_law_decode, write_wav
 from npar.models.wavenet import WaveNet
 from npar.train.checkpoint import load_checkpoint
@@ -81,6 +82,7 @@ def add_parser(families):
     p.add_argument("--temperature", type=float, default=1.0,
                    help="sampling temperature of generated.wav")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_argument(p)
     return p
 
 
@@ -245,8 +247,9 @@ def run(args):
              "config %s", model.n_params(), field,
              1000.0 * field / options["sample_rate"], model.config)
 
+    trainer = make_trainer(model, optimizer, device=args.device)
     state = fit(model, optimizer, batch_fn, max_steps=options["max_steps"],
-                time_budget=options["time_budget"],
+                time_budget=options["time_budget"], trainer=trainer,
                 clip_norm=options["clip"] or None, schedule=options["schedule"],
                 warmup_fraction=0.02, checkpoint_path=checkpoint_path,
                 state=state, progress=not args.no_progress,

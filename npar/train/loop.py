@@ -74,7 +74,7 @@ def fit(model, optimizer, batch_fn, *, max_steps=None, time_budget=None,
         clip_norm=None, schedule="constant", warmup_fraction=0.0,
         checkpoint_path=None, checkpoint_every=120.0, state=None,
         progress=True, items_per_batch=None, unit_name="bits/dim",
-        unit_scale=BITS_PER_NAT, extra_state=None):
+        unit_scale=BITS_PER_NAT, extra_state=None, trainer=None):
     """Train ``model`` in place.
 
     Args:
@@ -96,6 +96,8 @@ def fit(model, optimizer, batch_fn, *, max_steps=None, time_budget=None,
         unit_name, unit_scale: how the running loss is shown (nats times
             ``unit_scale``; bits by default).
         extra_state: JSON-able dict stored in every checkpoint's progress.
+        trainer: a device trainer (:func:`npar.backend.make_trainer`) that
+            runs the steps on a GPU; None runs them on the CPU.
 
     Returns:
         the progress dict: ``step``, ``elapsed`` (training seconds),
@@ -112,6 +114,8 @@ def fit(model, optimizer, batch_fn, *, max_steps=None, time_budget=None,
         state.update(extra_state)
 
     def write_checkpoint():
+        if trainer is not None:
+            trainer.to_host()  # parameters and optimizer state back to the host
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, model, optimizer, state)
 
@@ -139,8 +143,13 @@ def fit(model, optimizer, batch_fn, *, max_steps=None, time_budget=None,
             start = time.perf_counter()
             batch = batch_fn(state["step"])
             try:
-                loss, grads = model.loss_and_grads(*batch)
-                norm = clip_by_global_norm(grads, clip_norm)
+                if trainer is None:
+                    loss, grads = model.loss_and_grads(*batch)
+                    norm = clip_by_global_norm(grads, clip_norm)
+                else:
+                    labels = batch[-1] if len(batch) > 1 else None
+                    loss, norm = trainer.loss_and_grads(batch[0], labels=labels,
+                                                        clip_norm=clip_norm)
             except FloatingPointError:  # the loss saw NaN or inf logits
                 loss, norm = math.nan, math.nan
             if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -154,7 +163,10 @@ def fit(model, optimizer, batch_fn, *, max_steps=None, time_budget=None,
                 )
             lr = learning_rate(optimizer.lr, schedule, fraction_done(),
                                warmup_fraction)
-            optimizer.step(model.params, grads, lr=lr)
+            if trainer is None:
+                optimizer.step(model.params, grads, lr=lr)
+            else:
+                trainer.update(lr)
             seconds = time.perf_counter() - start
 
             state["step"] += 1
