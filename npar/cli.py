@@ -7,6 +7,7 @@ functions: ``add_parser(subparsers)`` and ``run(args) -> exit status``.
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from npar._version import __version__
@@ -62,6 +63,18 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as error:
+    except BrokenPipeError:
+        # The reader of stdout went away (npar gradcheck --list | head):
+        # stop quietly, and keep Python from complaining again at exit.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a real file
+            pass
+        return 141
+    except (ValueError, TypeError, OSError, FloatingPointError, ImportError,
+            MemoryError) as error:
+        # OSError: a file that cannot be read or written (a folder, no
+        # permission, a full disk); ImportError: an optional extra missing;
+        # MemoryError: an option asked for more than the machine holds.
         print(f"npar {args.command}: error: {error}", file=sys.stderr)
         return 1

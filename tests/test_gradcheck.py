@@ -527,3 +527,23 @@ def test_cli_unknown_name_and_list(capsys):
     assert "unknown gradient check" in capsys.readouterr().err
     assert main(["gradcheck", "--list"]) == 0
     assert "conv2d.mask_a" in capsys.readouterr().out
+
+
+def test_cli_stops_quietly_when_the_reader_goes_away(monkeypatch, capsys):
+    # npar gradcheck --list | head: the pipe closes; no traceback.
+    import io
+    import sys
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            raise io.UnsupportedOperation("no file descriptor")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["gradcheck", "--list"]) == 141
+    assert capsys.readouterr().err == ""
