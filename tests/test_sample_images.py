@@ -137,3 +137,26 @@ def test_sample_command_errors(checkpoints, capsys):
     assert main(["sample", gated, "--top-k", "0", "--out", out]) == 1
     assert "k = 0" in capsys.readouterr().err
     assert main(["sample", str(checkpoints / "missing.npz"), "--out", out]) == 1
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--steps-png", "s.png", "--steps-every", "0"],
+     "--steps-every must be an integer >= 1, got 0"),
+    (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+])
+def test_sample_command_names_bad_option_values(checkpoints, capsys, option,
+                                                message):
+    assert main(["sample", str(checkpoints / "gated.npz"), "--n", "1", "--out",
+                 str(checkpoints / "x.png"), *option, "--no-progress"]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_sample_command_reports_an_unwritable_out_in_one_line(checkpoints,
+                                                               capsys):
+    folder = checkpoints / "a_folder.png"
+    folder.mkdir()
+    assert main(["sample", str(checkpoints / "gated.npz"), "--n", "1", "--size",
+                 "2", "2", "--out", str(folder), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("npar sample: error: ") and "Is a directory" in err
+    assert err.count("\n") == 1

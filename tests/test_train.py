@@ -147,6 +147,49 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(path, SGD(1e-3))
 
 
+def _rewrite(path, target, **changes):
+    # A copy of the npz file at path with some arrays replaced.
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays.update(changes)
+    np.savez(target, **arrays)
+    return target
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(__npar__=np.array("[1, 2]")), "damaged '__npar__' header"),
+    (dict(__npar__=np.array('{"kind": "gated_pixelcnn", "format": 1}')),
+     "damaged '__npar__' header"),
+    (dict(__npar__=np.array('{"kind": "gated_pixelcnn", "config": {}, '
+                            '"format": 1}')),
+     "config of the 'gated_pixelcnn' model lacks the key 'image_channels'"),
+    ({"head2.b": np.full(256, "a")}, "parameter head2.b has dtype <U1"),
+    ({"head2.b": np.full(256, np.nan, np.float32)},
+     "parameter head2.b holds 256 NaN or infinite value"),
+])
+def test_damaged_checkpoints_are_clear_errors(tmp_path, change, message):
+    # These used to end in KeyError / AttributeError tracebacks, or (NaN
+    # weights) in finite logits, since the ReLU kernel maps NaN to 0.
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, small_model(), Adam(1e-3), {"step": 1})
+    damaged = _rewrite(path, tmp_path / "damaged.npz", **change)
+    with pytest.raises(ValueError, match=message):
+        load(damaged)
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(damaged)
+
+
+def test_checkpoint_permissions_follow_the_umask(tmp_path):
+    # The temporary file of the atomic write is private (0600); the
+    # checkpoint it becomes should not be.
+    previous = os.umask(0o022)
+    try:
+        save(small_model(), tmp_path / "model.npz")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "model.npz").stat().st_mode & 0o777 == 0o644
+
+
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     model = small_model()
     path = tmp_path / "checkpoint.npz"
@@ -184,3 +227,56 @@ def test_cli_train_eval_and_resume(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nothing.npz")]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
     assert os.path.exists(out / "checkpoint.npz")
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (["--batch-size", "-4"], "--batch-size must be an integer >= 1, got -4"),
+    (["--max-steps", "0"], "--max-steps must be an integer >= 1, got 0"),
+    (["--epochs", "-1"], "--epochs must be a finite number > 0, got -1.0"),
+    (["--time-budget", "inf"], "--time-budget must be a finite number > 0"),
+    (["--clip", "nan"], "--clip must be a finite number >= 0, got nan"),
+    (["--clip", "-1"], "--clip must be a finite number >= 0, got -1.0"),
+    (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+    (["--test-limit", "-5"], "--test-limit must be an integer >= 1, got -5"),
+    (["--samples", "-1"], "--samples must be an integer >= 0, got -1"),
+    (["--head-channels", "0"], "--head-channels must be an integer >= 1, got 0"),
+])
+def test_cli_train_names_bad_option_values(tmp_path, capsys, option, message):
+    # Before: ZeroDivisionError tracebacks, "batch size -4 exceeds the 60000
+    # training images", a clip of -1 or NaN taken as "off", a test limit of
+    # -5 evaluating all but 5 images.
+    assert main(["train", "pixelcnn", "--out", str(tmp_path / "run"),
+                 "--no-progress", *option]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_cli_resume_keeps_its_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["train", "pixelcnn", "--channels", "4", "--layers", "1",
+              "--head-channels", "8", "--batch-size", "4", "--samples", "0",
+              "--no-progress", "--out", str(out)]
+    assert main(common + ["--max-steps", "1", "--test-limit", "8"]) == 0
+    capsys.readouterr()
+
+    # Options that differ from the run's are refused, not ignored.
+    assert main(["train", "pixelcnn", "--out", str(out), "--resume", "--lr",
+                 "0.1", "--seed", "5", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "--lr 0.1 (the run has 0.003)" in err and "--seed 5 (the run has 0)" in err
+
+    # The test limit is part of the run: a bare --resume keeps it.
+    assert main(["train", "pixelcnn", "--out", str(out), "--resume",
+                 "--max-steps", "2", "--samples", "0", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["test_images"] == 8
+
+    # A WaveNet run's folder is not resumed as a PixelCNN.
+    from npar.models.wavenet import WaveNet
+
+    other = tmp_path / "wavenet"
+    save_checkpoint(other / "checkpoint.npz", WaveNet(dict(layers=2), seed=0),
+                    Adam(3e-3), {"step": 1, "seed": 0, "options": {}})
+    assert main(["train", "pixelcnn", "--out", str(other), "--resume",
+                 "--no-progress"]) == 1
+    assert "holds a 'wavenet' model, not a PixelCNN" in capsys.readouterr().err

@@ -108,6 +108,52 @@ def test_errors_are_reported(audio_dir, tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, message", [
+    (["--crop", "0"], "--crop must be an integer >= 1, got 0"),
+    (["--batch-size", "-2"], "--batch-size must be an integer >= 1, got -2"),
+    (["--sample-rate", "0"], "--sample-rate must be an integer >= 1, got 0"),
+    (["--time-budget", "nan"], "--time-budget must be a finite number > 0"),
+    (["--clip", "-1"], "--clip must be a finite number >= 0, got -1.0"),
+    (["--temperature", "inf"], "--temperature must be a finite number >= 0"),
+    (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+])
+def test_train_names_bad_option_values(audio_dir, tmp_path, capsys, option,
+                                       message):
+    assert _train(audio_dir, tmp_path / "r", *option) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_resume_refuses_changed_options(audio_dir, tmp_path, capsys):
+    # They used to be ignored without a word: the run went on with the saved
+    # ones.
+    out = tmp_path / "run"
+    assert _train(audio_dir, out, "--max-steps", "1", "--generate-seconds",
+                  "0") == 0
+    capsys.readouterr()
+    assert main(["train", "wavenet", "--out", str(out), "--resume", "--lr",
+                 "0.1", "--crop", "32", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "--lr 0.1 (the run has 0.002)" in err and "--crop 32" in err
+    # The same values as saved are fine.
+    assert _train(audio_dir, out, "--resume", "--max-steps", "2",
+                  "--generate-seconds", "0") == 0
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--seconds", "inf"], "--seconds must be a finite number > 0, got inf"),
+    (["--seconds", "0"], "--seconds must be a finite number > 0, got 0.0"),
+    (["--sample-rate", "0"], "--sample-rate must be an integer >= 1, got 0"),
+    (["--sample-rate", "-5"], "--sample-rate must be an integer >= 1, got -5"),
+    (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+])
+def test_generate_names_bad_option_values(tmp_path, capsys, option, message):
+    # Checked before the checkpoint is read; --sample-rate 0 used to fall back
+    # to 16000 silently, -5 and inf to end in a traceback.
+    assert main(["generate", str(tmp_path / "none.npz"), "--seconds", "0.1",
+                 "--out", str(tmp_path / "x.wav"), *option]) == 1
+    assert message in capsys.readouterr().err
+
+
 def test_held_out_files_never_reach_training():
     codes = [np.full(100, i, dtype=np.int64) for i in range(10)]
     train, test = split_codes(codes, 0.2, field=5)

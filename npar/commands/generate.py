@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from npar.commands import check_positive
 from npar.data.audio import mu_law_decode, mu_law_encode, read_wav, write_wav
 from npar.models.io import header_of, read_npz
 from npar.train.checkpoint import load_checkpoint
@@ -56,9 +57,10 @@ def _trained_rate(path):
 def run(args):
     from npar.sampling.wavenet import generate
 
+    check_positive(vars(args), ("seconds",), integer=False)
+    check_positive(vars(args), ("sample_rate",))
+    check_positive(vars(args), ("seed",), allow_zero=True)
     model, _ = load_checkpoint(args.checkpoint, kind="wavenet")
-    if not args.seconds > 0:
-        raise ValueError(f"--seconds must be > 0, got {args.seconds}")
     rate = args.sample_rate or _trained_rate(args.checkpoint) or 16000
     field = model.receptive_field()
     if args.prompt:

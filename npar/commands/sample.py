@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 
+from npar.commands import check_positive
 from npar.models.io import load
 from npar.sampling.images import save_grid, save_growth_strip
 from npar.sampling.pixelcnn import DEFAULT_SIZE, ENGINES, generate
@@ -75,6 +76,8 @@ def run(args):
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.scale < 1:
         raise ValueError(f"--scale must be >= 1, got {args.scale}")
+    check_positive(vars(args), ("steps_every",))
+    check_positive(vars(args), ("seed",), allow_zero=True)
     model = load(args.checkpoint)
     if model.kind not in ("gated_pixelcnn", "pixelcnn"):
         raise ValueError(

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from npar.backend import add_device_argument, make_trainer
+from npar.commands import check_positive, check_resume_options
 from npar.data.mnist import load_mnist
 from npar.models.pixelcnn import GatedPixelCNN, PixelCNN
 from npar.train.checkpoint import load_checkpoint
@@ -55,7 +56,8 @@ def add_parser(families):
     stop.add_argument("--max-steps", type=int, help="optimizer steps in all")
     stop.add_argument("--time-budget", type=float,
                       help="seconds of training in all (default 720)")
-    p.add_argument("--seed", type=int, default=0, help="seed of init and batches")
+    p.add_argument("--seed", type=int,
+                   help="seed of init and batches (default 0)")
     p.add_argument("--data-dir", help="folder with the MNIST IDX files")
     p.add_argument("--out", default="runs/pixelcnn", help="output folder")
     p.add_argument("--resume", action="store_true",
@@ -117,6 +119,13 @@ def run(args):
     wall_start = time.perf_counter()
     out = args.out
     checkpoint_path = os.path.join(out, "checkpoint.npz")
+    given = vars(args)
+    check_positive(given, ("batch_size", "channels", "layers", "kernel",
+                           "first_kernel", "head_channels", "max_steps",
+                           "test_limit"))
+    check_positive(given, ("seed", "samples"), allow_zero=True)
+    check_positive(given, ("epochs", "time_budget"), integer=False)
+    check_positive(given, ("clip",), integer=False, allow_zero=True)
     os.makedirs(out, exist_ok=True)
 
     if args.resume:
@@ -134,7 +143,17 @@ def run(args):
         saved_options = state.get("options")
         if saved_options is None:
             raise ValueError(f"{checkpoint_path} holds no training options")
+        if model.kind not in ("gated_pixelcnn", "pixelcnn"):
+            raise ValueError(
+                f"--resume: {checkpoint_path} holds a {model.kind!r} model, not a "
+                "PixelCNN (resume it with its own npar train command)")
+        check_resume_options(
+            args, {**saved_options, "seed": state.get("seed")},
+            [key for key in DEFAULTS if key != "time_budget"] + ["seed"],
+            checkpoint_path)
         options = dict(saved_options)
+        if args.test_limit is not None:
+            options["test_limit"] = args.test_limit
         for key in ("epochs", "max_steps", "time_budget"):
             if getattr(args, key, None) is not None:
                 options.update(epochs=None, max_steps=None, time_budget=None)
@@ -151,7 +170,8 @@ def run(args):
             options["time_budget"] = None
         options["epochs"] = args.epochs
         options["max_steps"] = args.max_steps
-        seed = args.seed
+        options["test_limit"] = args.test_limit
+        seed = 0 if args.seed is None else args.seed
         model = _build_model(options, seed)
         optimizer = make_optimizer(options["optimizer"], options["lr"])
         state = {"seed": seed, "options": options}
@@ -174,7 +194,8 @@ def run(args):
                 state=state, progress=not args.no_progress,
                 items_per_batch=options["batch_size"])
 
-    test = test_images if args.test_limit is None else test_images[:args.test_limit]
+    test_limit = options.get("test_limit")
+    test = test_images if test_limit is None else test_images[:test_limit]
     dims = test[0].size
     if conditional:
         # Batches of test indices, so that images and labels stay paired.

@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from npar.backend import add_device_argument, make_trainer
+from npar.commands import check_positive, check_resume_options
 from npar.data.audio import load_codes, mu_law_decode, write_wav
 from npar.models.wavenet import WaveNet
 from npar.train.checkpoint import load_checkpoint
@@ -73,7 +74,7 @@ def add_parser(families):
                       help="seconds of training in all (default 1800)")
     p.add_argument("--test-fraction", type=float,
                    help="fraction of the files held out (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of init and crops")
+    p.add_argument("--seed", type=int, help="seed of init and crops (default 0)")
     p.add_argument("--out", default="runs/wavenet", help="output folder")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out exactly where it stopped")
@@ -211,6 +212,14 @@ def run(args):
     wall_start = time.perf_counter()
     out = args.out
     checkpoint_path = os.path.join(out, "checkpoint.npz")
+    given = vars(args)
+    check_positive(given, ("sample_rate", "channels", "skip_channels",
+                           "head_channels", "layers", "stacks", "batch_size",
+                           "crop", "max_steps"))
+    check_positive(given, ("seed",), allow_zero=True)
+    check_positive(given, ("time_budget",), integer=False)
+    check_positive(given, ("clip", "generate_seconds", "temperature"),
+                   integer=False, allow_zero=True)
     os.makedirs(out, exist_ok=True)
 
     if args.resume:
@@ -222,6 +231,10 @@ def run(args):
         options = state.get("options")
         if options is None:
             raise ValueError(f"{checkpoint_path} holds no training options")
+        check_resume_options(
+            args, {**options, "seed": state.get("seed")},
+            [key for key in DEFAULTS if key != "time_budget"] + ["audio", "seed"],
+            checkpoint_path)
         options = dict(options)
         if args.max_steps is not None:
             options.update(max_steps=args.max_steps, time_budget=None)
@@ -233,7 +246,7 @@ def run(args):
         log.info("resuming %s at step %d", checkpoint_path, state["step"])
     else:
         options = _resolve_options(args)
-        seed = args.seed
+        seed = 0 if args.seed is None else args.seed
         model = _build_model(options, seed)
         optimizer = make_optimizer(options["optimizer"], options["lr"])
         state = {"seed": seed, "options": options}

@@ -52,6 +52,11 @@ def atomic_write_npz(path, arrays):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:
+        # mkstemp makes the file private (0600); give it the permissions of a
+        # file opened normally (0666 less the umask), like metrics.json.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
             handle.flush()
@@ -103,6 +108,12 @@ def header_of(arrays, path="<arrays>"):
         header = json.loads(str(arrays["__npar__"]))
     except (KeyError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} has a damaged '__npar__' header") from error
+    if not (isinstance(header, dict) and isinstance(header.get("kind"), str)
+            and isinstance(header.get("config"), dict)):
+        raise ValueError(
+            f"{path} has a damaged '__npar__' header: expected a JSON object "
+            f"with a string 'kind' and an object 'config', got {header!r:.200}"
+        )
     if header.get("format") != FORMAT_VERSION:
         raise ValueError(
             f"{path} has checkpoint format {header.get('format')!r}; this npar "
@@ -122,7 +133,15 @@ def load(path, kind=None):
     Returns:
         the model, with float32 (or as saved) parameters.
     """
-    arrays = read_npz(path)
+    return model_from_arrays(read_npz(path), path, kind)
+
+
+def model_from_arrays(arrays, path="<arrays>", kind=None):
+    """The model held by the arrays of an npar file (see :func:`read_npz`).
+
+    Every parameter must be a finite float32 or float64 array; ``kind``, if
+    given, is the model kind the file must hold. Errors name ``path``.
+    """
     header = header_of(arrays, path)
     if kind is not None and header["kind"] != kind:
         raise ValueError(
@@ -130,4 +149,22 @@ def load(path, kind=None):
         )
     cls = model_class(header["kind"])
     params = {k: v for k, v in arrays.items() if not k.startswith("__")}
-    return cls(header["config"], params=params)
+    for name, value in params.items():
+        if value.dtype not in (np.float32, np.float64):
+            raise ValueError(
+                f"{path}: parameter {name} has dtype {value.dtype}, expected "
+                "float32 or float64"
+            )
+        bad = np.count_nonzero(~np.isfinite(value))
+        if bad:
+            raise ValueError(
+                f"{path}: parameter {name} holds {bad} NaN or infinite "
+                "value(s); the file is damaged or was saved from a diverged model"
+            )
+    try:
+        return cls(header["config"], params=params)
+    except KeyError as error:
+        raise ValueError(
+            f"{path}: the config of the {header['kind']!r} model lacks the key "
+            f"{error}; config {header['config']}"
+        ) from error

@@ -13,9 +13,8 @@ import numpy as np
 
 from npar.models.io import (
     atomic_write_npz,
-    header_of,
     model_arrays,
-    model_class,
+    model_from_arrays,
     read_npz,
 )
 
@@ -44,13 +43,7 @@ def load_checkpoint(path, optimizer=None, kind=None):
         ``(model, state)``: the model and the saved progress dict.
     """
     arrays = read_npz(path)
-    header = header_of(arrays, path)
-    if kind is not None and header["kind"] != kind:
-        raise ValueError(
-            f"{path} holds a {header['kind']!r} model, expected {kind!r}"
-        )
-    params = {k: v for k, v in arrays.items() if not k.startswith("__")}
-    model = model_class(header["kind"])(header["config"], params=params)
+    model = model_from_arrays(arrays, path, kind)
     state = json.loads(str(arrays["__train__"])) if "__train__" in arrays else {}
     if optimizer is not None:
         saved = str(arrays.get("__opt__.__name__", ""))
