@@ -87,6 +87,11 @@ def test_mu_law_errors():
         mu_law_encode(0.0, levels=1)
     with pytest.raises(TypeError, match="real-valued"):
         mu_law_encode(np.array(["a"]))
+    # NaN has no nearest level: refused, not cast to an arbitrary code.
+    with pytest.raises(ValueError, match="1 NaN sample"):
+        mu_law_encode(np.array([0.5, np.nan]))
+    np.testing.assert_array_equal(mu_law_encode(np.array([-np.inf, np.inf])),
+                                  [0, 255])
 
 
 # ---- WAV files ---------------------------------------------------------------
@@ -179,6 +184,16 @@ def test_bad_files(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no such audio file"):
         read_wav(tmp_path / "missing.wav")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_float_wav_with_non_finite_samples_is_refused(tmp_path, bad):
+    x = _tone().astype(np.float32)
+    x[10:13] = bad
+    path = tmp_path / "damaged.wav"
+    wavfile.write(path, RATE, x)
+    with pytest.raises(ValueError, match="holds 3 NaN or infinite sample"):
+        read_wav(path)
 
 
 def test_require_length():

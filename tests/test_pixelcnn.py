@@ -181,3 +181,15 @@ def test_bad_config_and_params():
         GatedPixelCNN(model.config, params=params)
     with pytest.raises(ValueError, match="shape"):
         GatedPixelCNN({**model.config, "head_channels": 65}, params=model.params)
+
+
+def test_plain_pixelcnn_refuses_even_kernels_and_negative_layers():
+    # The plain model used to accept them silently; the Gated one never did.
+    config = {**PixelCNN.default_config(), "channels": 4, "head_channels": 4}
+    with pytest.raises(ValueError, match="kernel must be an odd integer >= 1, got 4"):
+        PixelCNN({**config, "kernel": 4})
+    with pytest.raises(ValueError, match="first_kernel must be an odd integer"):
+        PixelCNN({**config, "first_kernel": 2})
+    with pytest.raises(ValueError, match="layers must be >= 0"):
+        PixelCNN({**config, "layers": -1})
+    assert PixelCNN({**config, "layers": 0}).n_params() > 0

@@ -355,3 +355,14 @@ def test_bad_codes_and_configs():
     params = dict(model.params, **{"head2.b": np.zeros(3)})
     with pytest.raises(ValueError, match="head2.b has shape"):
         WaveNet(model.config, params)
+
+
+def test_start_must_be_a_non_negative_integer():
+    # nll_sum(q, -3) used to score the last 3 samples (Python slicing).
+    model = tiny()
+    q = np.zeros((1, 12), dtype=np.int64)
+    with pytest.raises(ValueError, match="start must be an integer >= 0, got -3"):
+        model.nll_sum(q, -3)
+    with pytest.raises(ValueError, match=r"start must be an integer in 0..11, got 1.5"):
+        model.logits(q, start=1.5)
+    assert model.nll_sum(q, 11)[1] == 1

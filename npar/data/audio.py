@@ -72,6 +72,10 @@ def mu_law_encode(x, levels=LEVELS):
     x = np.asarray(x)
     if x.dtype.kind not in "fiu":
         raise TypeError(f"x must be a real-valued array, got dtype {x.dtype}")
+    if x.dtype.kind == "f" and np.isnan(x).any():
+        raise ValueError(
+            f"x holds {np.count_nonzero(np.isnan(x))} NaN sample(s); mu-law needs "
+            "numbers (values outside [-1, 1] are clipped)")
     x = np.clip(x.astype(np.float64), -1.0, 1.0)
     f = np.sign(x) * np.log1p(mu * np.abs(x)) / math.log1p(mu)
     codes = np.floor(0.5 * mu * (f + 1.0) + 0.5)
@@ -133,6 +137,11 @@ def _to_unit_float(data, path):
     if data.dtype.kind == "i":
         return data.astype(np.float64) / float(2 ** (8 * data.dtype.itemsize - 1))
     if data.dtype.kind == "f":
+        bad = np.count_nonzero(~np.isfinite(data))
+        if bad:
+            raise ValueError(
+                f"{path} holds {bad} NaN or infinite sample(s): the file is "
+                "damaged")
         return np.clip(data.astype(np.float64), -1.0, 1.0)
     raise ValueError(f"{path}: unsupported WAV sample type {data.dtype}")
 

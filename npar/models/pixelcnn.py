@@ -474,6 +474,12 @@ class PixelCNN(_ImageModel):
         cfg = self.config
         groups = self.image_channels
         width = cfg["channels"]
+        for key in ("kernel", "first_kernel"):
+            if cfg[key] < 1 or cfg[key] % 2 == 0:
+                raise ValueError(f"{key} must be an odd integer >= 1, got {cfg[key]}")
+        if cfg["layers"] < 0:
+            raise ValueError(
+                f"layers must be >= 0 (residual blocks), got {cfg['layers']}")
         width_g = channel_groups(width, groups)
         k0 = cfg["first_kernel"]
         first_mask = causal_mask((width, groups, k0, k0), "A", width_g,

@@ -351,8 +351,9 @@ class WaveNet:
         """Logits ``(N, T - start, V)`` of the samples ``q[:, start:]``, for
         integer codes ``q`` ``(N, T)``."""
         q = self._check_codes(q)
-        if not 0 <= start < q.shape[1]:
-            raise ValueError(f"start must lie in 0..{q.shape[1] - 1}, got {start}")
+        if not (isinstance(start, (int, np.integer)) and 0 <= start < q.shape[1]):
+            raise ValueError(
+                f"start must be an integer in 0..{q.shape[1] - 1}, got {start!r}")
         rows, _ = self.forward(self.params, q, start)
         return rows.reshape(q.shape[0], q.shape[1] - start, self.levels)
 
@@ -370,6 +371,8 @@ class WaveNet:
         it covers."""
         q = self._check_codes(q)
         start = self.loss_start() if start is None else start
+        if not isinstance(start, (int, np.integer)) or start < 0:
+            raise ValueError(f"start must be an integer >= 0, got {start!r}")
         if q.shape[1] <= start:
             raise ValueError(
                 f"clips of {q.shape[1]} samples end before position {start}")
