@@ -15,7 +15,7 @@ from npar.data.mnist import load_mnist
 from npar.models.io import load, save
 from npar.models.pixelcnn import GatedPixelCNN
 from npar.train.checkpoint import load_checkpoint, save_checkpoint
-from npar.train.loop import TrainingDiverged, fit
+from npar.train.loop import TrainingDiverged, evaluate_nll, fit
 from npar.train.optim import SGD, Adam, clip_by_global_norm
 
 
@@ -249,6 +249,23 @@ def test_cli_train_names_bad_option_values(tmp_path, capsys, option, message):
     assert main(["train", "pixelcnn", "--out", str(tmp_path / "run"),
                  "--no-progress", *option]) == 1
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--limit", "0"], "--limit must be an integer >= 1, got 0"),
+    (["--limit", "-5"], "--limit must be an integer >= 1, got -5"),
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (["--batch-size", "-1"], "--batch-size must be an integer >= 1, got -1"),
+])
+def test_cli_eval_names_bad_option_values(tmp_path, capsys, option, message):
+    # Before: an IndexError traceback (--limit 0), all but 5 images (-5), and
+    # "test bits/dim 0.0000" from a batch size of -1 that evaluated nothing.
+    save(small_model(), tmp_path / "model.npz")
+    assert main(["eval", str(tmp_path / "model.npz"), "--no-progress",
+                 *option]) == 1
+    assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        evaluate_nll(lambda batch: 1.0, np.zeros(4), batch_size=-1)
 
 
 def test_cli_resume_keeps_its_options(tmp_path, capsys):

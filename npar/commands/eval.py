@@ -2,6 +2,7 @@
 
 import math
 
+from npar.commands import check_positive
 from npar.data.mnist import load_mnist
 from npar.models.io import load
 from npar.train.loop import evaluate_nll
@@ -20,6 +21,7 @@ def add_parser(subparsers):
 
 
 def run(args):
+    check_positive(vars(args), ("limit", "batch_size"))
     model = load(args.checkpoint)
     if model.kind not in ("gated_pixelcnn", "pixelcnn"):
         raise ValueError(

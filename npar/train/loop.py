@@ -200,6 +200,9 @@ def fit(model, optimizer, batch_fn, *, max_steps=None, time_budget=None,
 
 def evaluate_nll(nll_sum_fn, data, batch_size=500, progress=False, desc="eval"):
     """Sum of ``nll_sum_fn(batch)`` over ``data`` in batches, float64."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     total = 0.0
     for start in tqdm(range(0, len(data), batch_size), disable=not progress,
                       desc=desc, dynamic_ncols=True):
