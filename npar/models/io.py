@@ -62,9 +62,14 @@ def atomic_write_npz(path, arrays):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):  # a full disk, say: name the file
+            kept = "the previous file is kept" if os.path.exists(path) else (
+                "nothing was written")
+            raise OSError(error.errno, f"could not write {path} ({kept}): "
+                          f"{error.strerror or error}") from error
         raise
 
 
