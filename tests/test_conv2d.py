@@ -149,6 +149,9 @@ def test_bad_input_errors(rng):
         conv2d_forward(x, w, dilation=3)
     with pytest.raises(ValueError, match="padding"):
         conv2d_forward(x, w, padding=(1, 2, 3))
+    # A float used to fail with "'float' object is not iterable".
+    with pytest.raises(TypeError, match=r"padding must be an int.*got 1.5"):
+        conv2d_forward(x, w, padding=1.5)
     with pytest.raises(ValueError, match="mask shape"):
         conv2d_forward(x, w, mask=np.ones((3, 2, 2, 2)))
     with pytest.raises(ValueError, match="layout"):

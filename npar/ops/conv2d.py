@@ -124,6 +124,11 @@ def _pair(name, value):
 def _padding(value):
     if isinstance(value, (int, np.integer)):
         value = (value,) * 4
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(
+            "padding must be an int, (P_h, P_w) or (top, bottom, left, right), "
+            f"got {value!r}"
+        )
     value = tuple(value)
     if len(value) == 2:
         value = (value[0], value[0], value[1], value[1])

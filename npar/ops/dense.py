@@ -72,6 +72,10 @@ def dense_forward(x, w, b=None, mask=None):
         raise ValueError(
             f"x has {x.shape[1]} columns but w {w.shape} expects C_in = {w.shape[1]}"
         )
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"b must have shape ({w.shape[0]},), got {b.shape}")
+    if mask is not None and np.shape(mask) != w.shape:
+        raise ValueError(f"mask shape {np.shape(mask)} differs from w shape {w.shape}")
     w_eff = w if mask is None else w * mask.astype(w.dtype, copy=False)
     y = x @ w_eff.T
     if b is not None:
