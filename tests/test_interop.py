@@ -615,6 +615,24 @@ def test_verify_gives_clear_errors(tmp_path, capsys):
                  str(tmp_path / "missing.npz")]) == 1
 
 
+@pytest.mark.parametrize("option, message", [
+    (["--rtol", "-1"], "--rtol must be a finite number > 0, got -1.0"),
+    (["--rtol", "nan"], "--rtol must be a finite number > 0, got nan"),
+    (["--causal-rtol", "0"], "--causal-rtol must be a finite number > 0"),
+    (["--config", "{bad"], "--config is not valid JSON"),
+    (["--config", "[1]"], "--config must be a JSON object"),
+])
+def test_verify_names_bad_option_values(tmp_path, capsys, option, message):
+    # A negative or NaN --rtol used to give the verdict DIFFERS (exit 3).
+    model = image_model(GatedPixelCNN, 1)
+    save(model, tmp_path / "model.npz")
+    x = inputs_for(model)
+    np.savez(tmp_path / "ref.npz", x=x, logits=model.logits(x))
+    assert main(["verify", str(tmp_path / "model.npz"), str(tmp_path / "ref.npz"),
+                 *option]) == 1
+    assert message in capsys.readouterr().err
+
+
 # ---- npar export ------------------------------------------------------------
 
 

@@ -158,3 +158,7 @@ def test_bad_export_options_are_explained():
         to_onnx(model, input_type="int64")
     with pytest.raises(ValueError, match="opset must be >= 13"):
         to_onnx(model, opset=11)
+    # An opset beyond the onnx package's used to be written, and the file
+    # then failed to load in ONNX Runtime.
+    with pytest.raises(ValueError, match="opset must be <= .*got 999"):
+        to_onnx(model, opset=999)

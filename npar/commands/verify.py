@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from npar.commands import check_positive
 from npar.models.io import load, read_npz
 from npar.verify import interop
 
@@ -77,7 +78,17 @@ def load_model(path, kind=None, config=None):
 
 
 def run(args):
-    config = json.loads(args.config) if args.config else None
+    check_positive(vars(args), ("rtol", "causal_rtol"), integer=False)
+    config = None
+    if args.config:
+        try:
+            config = json.loads(args.config)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config is not valid JSON ({error}): "
+                             f"{args.config!r}") from error
+        if not isinstance(config, dict):
+            raise ValueError(f"--config must be a JSON object of config keys, "
+                             f"got {args.config!r}")
     model, findings = load_model(args.model, args.kind, config)
     if not os.path.exists(args.reference):
         raise FileNotFoundError(f"no such reference file: {args.reference}")

@@ -213,6 +213,10 @@ def to_onnx(model, input_type="uint8", opset=DEFAULT_OPSET):
         )
     if opset < 13:
         raise ValueError(f"opset must be >= 13 (Split with a split input), got {opset}")
+    if opset > onnx.defs.onnx_opset_version():
+        raise ValueError(
+            f"opset must be <= {onnx.defs.onnx_opset_version()}, the newest the "
+            f"installed onnx package knows, got {opset}")
     g = _GraphBuilder(helper, numpy_helper)
     if model.kind == "wavenet":
         inputs, outputs = _wavenet_graph(g, onnx, model, input_type)
