@@ -327,6 +327,13 @@ def test_generation_errors():
         engine.generate(-1, rng)
     with pytest.raises(ValueError, match="engine must be one of"):
         generate(model, 5, rng, engine="fast")
+    # A PixelCNN used to fail with "'GatedPixelCNN' object has no attribute".
+    from npar.models.pixelcnn import GatedPixelCNN
+
+    image_model = GatedPixelCNN({**GatedPixelCNN.default_config(), "channels": 4,
+                                 "layers": 1, "head_channels": 4})
+    with pytest.raises(ValueError, match="kind 'wavenet', got 'gated_pixelcnn'"):
+        generate(image_model, 5, rng)
 
 
 # ---- bad input ---------------------------------------------------------------

@@ -328,4 +328,8 @@ def generate(model, n_samples, rng, engine="cached", **options):
     :meth:`NaiveEngine.generate`."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
+    if getattr(model, "kind", None) != "wavenet":
+        raise ValueError(
+            "WaveNet generation needs a model of kind 'wavenet', got "
+            f"{getattr(model, 'kind', type(model).__name__)!r}")
     return ENGINES[engine](model).generate(n_samples, rng, **options)
