@@ -269,6 +269,17 @@ def test_cli_eval_names_bad_option_values(tmp_path, capsys, option, message):
         evaluate_nll(lambda batch: 1.0, np.zeros(4), batch_size=-1)
 
 
+def test_cli_eval_refuses_models_that_are_not_for_mnist(tmp_path, capsys):
+    # Before: "images must have shape (N, 3, H, W), got (250, 1, 28, 28)".
+    rgb = {"image_channels": 3, "channels": 6, "head_channels": 6}
+    for name, change in (("rgb", rgb), ("levels", {"levels": 16})):
+        config = {**small_model().config, **change}
+        save(GatedPixelCNN(config), tmp_path / f"{name}.npz")
+        assert main(["eval", str(tmp_path / f"{name}.npz"), "--no-progress"]) == 1
+        assert "npar eval scores MNIST (1 channel, 256 levels)" in \
+            capsys.readouterr().err
+
+
 def test_cli_resume_keeps_its_options(tmp_path, capsys):
     out = tmp_path / "run"
     common = ["train", "pixelcnn", "--channels", "4", "--layers", "1",

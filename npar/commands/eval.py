@@ -27,6 +27,10 @@ def run(args):
         raise ValueError(
             f"npar eval evaluates PixelCNN checkpoints on MNIST; "
             f"{args.checkpoint} holds a {model.kind!r} model")
+    if model.image_channels != 1 or model.levels != 256:
+        raise ValueError(
+            f"npar eval scores MNIST (1 channel, 256 levels); {args.checkpoint} "
+            f"models {model.image_channels} channel(s) of {model.levels} levels")
     images, labels = load_mnist("test", args.data_dir)
     if args.limit is not None:
         images, labels = images[:args.limit], labels[:args.limit]
