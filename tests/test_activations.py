@@ -84,3 +84,10 @@ def test_relu_gradient_check_away_from_kinks(rng):
     errors = check_gradients(lambda x_: float(np.sum(u * relu_forward(x_)[0])),
                              [relu_backward(u, cache)], [x], rng)
     assert max(errors) <= 1e-6, errors
+
+
+def test_relu_keeps_nan_like_its_twin():
+    x = np.array([np.nan, -1.0, 2.0])
+    y, _ = relu_forward(x)
+    assert np.isnan(y[0]) and np.isnan(relu_reference(x)[0])
+    np.testing.assert_array_equal(y[1:], [0.0, 2.0])

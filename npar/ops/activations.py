@@ -106,7 +106,7 @@ def gate_reference(x, axis=1):
 def _relu_forward_kernel(x, y):
     for i in range(x.size):
         v = x[i]
-        y[i] = v if v > 0 else 0.0
+        y[i] = 0.0 if v <= 0 else v  # NaN stays NaN, as in the reference
 
 
 @numba.njit(cache=True)
