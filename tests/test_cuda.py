@@ -23,7 +23,8 @@ import pytest
 pytestmark = pytest.mark.cuda
 
 HERE = Path(__file__).resolve().parent
-SIM_FILES = ["sim_kernels.py", "sim_gradcheck.py", "sim_training.py"]
+SIM_FILES = ["sim_kernels.py", "sim_gradcheck.py", "sim_training.py",
+             "sim_commands.py"]
 HAS_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
 needs_numba_cuda = pytest.mark.skipif(
     not HAS_NUMBA_CUDA, reason="numba-cuda is not installed (pip install "

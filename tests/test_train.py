@@ -11,7 +11,7 @@ import pytest
 
 from npar.cli import main
 from npar.commands.train_pixelcnn import make_batch_fn
-from npar.data.mnist import load_mnist
+from npar.data.mnist import load_mnist, quantize
 from npar.models.io import load, save
 from npar.models.pixelcnn import GatedPixelCNN
 from npar.train.checkpoint import load_checkpoint, save_checkpoint
@@ -272,12 +272,37 @@ def test_cli_eval_names_bad_option_values(tmp_path, capsys, option, message):
 def test_cli_eval_refuses_models_that_are_not_for_mnist(tmp_path, capsys):
     # Before: "images must have shape (N, 3, H, W), got (250, 1, 28, 28)".
     rgb = {"image_channels": 3, "channels": 6, "head_channels": 6}
-    for name, change in (("rgb", rgb), ("levels", {"levels": 16})):
+    for name, change in (("rgb", rgb), ("levels", {"levels": 300})):
         config = {**small_model().config, **change}
         save(GatedPixelCNN(config), tmp_path / f"{name}.npz")
         assert main(["eval", str(tmp_path / f"{name}.npz"), "--no-progress"]) == 1
-        assert "npar eval scores MNIST (1 channel, 256 levels)" in \
+        assert "npar eval scores MNIST (1 channel, 2..256 levels)" in \
             capsys.readouterr().err
+
+
+def test_cli_eval_scores_a_model_of_fewer_levels_on_reduced_intensities(
+        tmp_path, capsys):
+    model = GatedPixelCNN({**small_model().config, "levels": 4})
+    save(model, tmp_path / "four.npz")
+    assert main(["eval", str(tmp_path / "four.npz"), "--limit", "3",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    images = quantize(load_mnist("test")[0][:3], 4)
+    assert images.max() == 3
+    expected = -model.log_prob(images).sum() / (images.size * np.log(2))
+    assert f"test bits/dim {expected:.4f} over 4 levels on 3 images" in printed
+
+
+def test_quantize_reduces_levels_and_names_bad_values():
+    x = np.array([0, 63, 64, 127, 128, 255], np.uint8)
+    assert quantize(x, 4).tolist() == [0, 0, 1, 1, 2, 3]
+    assert quantize(x, 2).tolist() == [0, 0, 0, 0, 1, 1]
+    assert quantize(x, 256) is x
+    with pytest.raises(ValueError, match="levels must be an integer in 2..256, "
+                       "got 1"):
+        quantize(x, 1)
+    with pytest.raises(ValueError, match="must be uint8"):
+        quantize(x.astype(np.int64), 4)
 
 
 def test_cli_resume_keeps_its_options(tmp_path, capsys):
@@ -309,3 +334,30 @@ def test_cli_resume_keeps_its_options(tmp_path, capsys):
     assert main(["train", "pixelcnn", "--out", str(other), "--resume",
                  "--no-progress"]) == 1
     assert "holds a 'wavenet' model, not a PixelCNN" in capsys.readouterr().err
+
+
+def test_cli_train_on_a_crop_at_fewer_levels(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "small"
+    assert main(["train", "pixelcnn", "--channels", "4", "--layers", "1",
+                 "--head-channels", "8", "--batch-size", "4", "--max-steps", "2",
+                 "--test-limit", "5", "--samples", "2", "--crop", "8",
+                 "--levels", "2", "--no-progress", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["levels"] == 2
+    # Bits/dim over 2 levels: at most 1 bit for a model near uniform.
+    assert 0 < metrics["test_bpd"] < 1.5
+    model, _ = load_checkpoint(str(out / "checkpoint.npz"))
+    test = quantize(load_mnist("test")[0][:5, :, 10:18, 10:18], 2)
+    expected = -model.log_prob(test).sum() / (test.size * np.log(2))
+    assert metrics["test_bpd"] == pytest.approx(expected, rel=1e-5)
+    with Image.open(out / "samples.png") as picture:
+        # Two 8 x 8 samples side by side, upscaled 2x, with 1-pixel borders.
+        assert picture.size[1] < 28
+    for option, message in ((["--crop", "29"], "--crop must lie in 1..28"),
+                            (["--levels", "1"], "--levels must lie in 2..256"),
+                            (["--levels", "300"], "--levels must lie in 2..256")):
+        assert main(["train", "pixelcnn", "--max-steps", "1", "--out",
+                     str(tmp_path / "bad"), *option]) == 1
+        assert message in capsys.readouterr().err

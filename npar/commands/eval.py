@@ -3,7 +3,7 @@
 import math
 
 from npar.commands import check_positive
-from npar.data.mnist import load_mnist
+from npar.data.mnist import load_mnist, quantize
 from npar.models.io import load
 from npar.train.loop import evaluate_nll
 
@@ -27,11 +27,14 @@ def run(args):
         raise ValueError(
             f"npar eval evaluates PixelCNN checkpoints on MNIST; "
             f"{args.checkpoint} holds a {model.kind!r} model")
-    if model.image_channels != 1 or model.levels != 256:
+    if model.image_channels != 1 or not 2 <= model.levels <= 256:
         raise ValueError(
-            f"npar eval scores MNIST (1 channel, 256 levels); {args.checkpoint} "
+            f"npar eval scores MNIST (1 channel, 2..256 levels); {args.checkpoint} "
             f"models {model.image_channels} channel(s) of {model.levels} levels")
     images, labels = load_mnist("test", args.data_dir)
+    # A model of fewer levels was trained on intensities reduced the same way
+    # (npar train pixelcnn --levels).
+    images = quantize(images, model.levels)
     if args.limit is not None:
         images, labels = images[:args.limit], labels[:args.limit]
     if model.config.get("classes"):
@@ -42,7 +45,8 @@ def run(args):
         nll = evaluate_nll(model.nll_sum, images, args.batch_size,
                            not args.no_progress)
     bpd = nll / (len(images) * images[0].size * math.log(2))
-    print(f"test bits/dim {bpd:.4f} on {len(images)} images")
+    over = "" if model.levels == 256 else f" over {model.levels} levels"
+    print(f"test bits/dim {bpd:.4f}{over} on {len(images)} images")
     return 0
 
 

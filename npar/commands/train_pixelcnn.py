@@ -16,7 +16,7 @@ import numpy as np
 
 from npar.backend import add_device_argument, make_trainer
 from npar.commands import check_positive, check_resume_options
-from npar.data.mnist import load_mnist
+from npar.data.mnist import load_mnist, quantize
 from npar.models.pixelcnn import GatedPixelCNN, PixelCNN
 from npar.train.checkpoint import load_checkpoint
 from npar.train.loop import evaluate_nll, fit
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 DEFAULTS = dict(model="gated", channels=None, layers=None, kernel=None,
                 first_kernel=None, head_channels=None, batch_size=32, lr=3e-3,
                 optimizer="adam", clip=1.0, schedule="cosine", time_budget=720.0,
-                conditional=False)
+                conditional=False, crop=None, levels=None)
 
 
 def add_parser(families):
@@ -66,9 +66,29 @@ def add_parser(families):
                    help="evaluate on the first N test images only (default all)")
     p.add_argument("--samples", type=int, default=16,
                    help="digits to generate into samples.png (0 = none)")
+    p.add_argument("--crop", type=int,
+                   help="train and test on the central CROP x CROP pixels of "
+                   "each image (a small, fast setting for smoke tests; default: "
+                   "the whole 28 x 28)")
+    p.add_argument("--levels", type=int,
+                   help="intensity levels V in 2..256: the images are reduced to "
+                   "floor(x V / 256) (2 = binarised MNIST; default 256)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_device_argument(p)
     return p
+
+
+def central_crop(images, size):
+    """The central ``size x size`` pixels of ``(N, C, H, W)`` images."""
+    height, width = images.shape[-2:]
+    if size is None:
+        return images
+    if not 1 <= size <= min(height, width):
+        raise ValueError(
+            f"--crop must lie in 1..{min(height, width)} for {height}x{width} "
+            f"images, got {size}")
+    top, left = (height - size) // 2, (width - size) // 2
+    return np.ascontiguousarray(images[..., top:top + size, left:left + size])
 
 
 def _resolve_options(args):
@@ -86,6 +106,8 @@ def _build_model(options, seed):
     for key in ("channels", "layers", "kernel", "first_kernel", "head_channels"):
         if options.get(key) is not None:
             config[key] = options[key]
+    if options.get("levels") is not None:
+        config["levels"] = options["levels"]
     if options.get("conditional"):
         if cls is not GatedPixelCNN:
             raise ValueError("--conditional needs the Gated PixelCNN (--model gated)")
@@ -122,10 +144,12 @@ def run(args):
     given = vars(args)
     check_positive(given, ("batch_size", "channels", "layers", "kernel",
                            "first_kernel", "head_channels", "max_steps",
-                           "test_limit"))
+                           "test_limit", "crop", "levels"))
     check_positive(given, ("seed", "samples"), allow_zero=True)
     check_positive(given, ("epochs", "time_budget"), integer=False)
     check_positive(given, ("clip",), integer=False, allow_zero=True)
+    if args.levels is not None and not 2 <= args.levels <= 256:
+        raise ValueError(f"--levels must lie in 2..256, got {args.levels}")
     os.makedirs(out, exist_ok=True)
 
     if args.resume:
@@ -176,6 +200,11 @@ def run(args):
         optimizer = make_optimizer(options["optimizer"], options["lr"])
         state = {"seed": seed, "options": options}
 
+    crop = options.get("crop")
+    train_images = central_crop(train_images, crop)
+    test_images = central_crop(test_images, crop)
+    train_images = quantize(train_images, model.levels)
+    test_images = quantize(test_images, model.levels)
     conditional = bool(options.get("conditional"))
     batch_fn, steps_per_epoch = make_batch_fn(
         train_images, options["batch_size"], seed,
@@ -228,7 +257,8 @@ def run(args):
     metrics["wall_s"] = time.perf_counter() - wall_start
     _write_json(metrics, os.path.join(out, "metrics.json"))
     if args.samples > 0 and state["stopped"] != "interrupted":
-        metrics["samples_png"] = _write_samples(model, args.samples, seed, out)
+        metrics["samples_png"] = _write_samples(model, args.samples, seed, out,
+                                                test_images.shape[-2:])
         metrics["wall_s"] = time.perf_counter() - wall_start
         _write_json(metrics, os.path.join(out, "metrics.json"))
     print(f"test bits/dim {test_bpd:.4f} on {len(test)} images; "
@@ -245,13 +275,14 @@ def _write_json(data, path):
     os.replace(path + ".tmp", path)
 
 
-def _write_samples(model, n, seed, out):
+def _write_samples(model, n, seed, out, size):
     from npar.sampling.images import save_grid
     from npar.sampling.pixelcnn import sample_images
 
     labels = np.arange(n) % model.config["classes"] if model.config.get(
         "classes") else None
-    images = sample_images(model, n, np.random.default_rng(seed), labels=labels)
+    images = sample_images(model, n, np.random.default_rng(seed), labels=labels,
+                           size=tuple(size))
     path = os.path.join(out, "samples.png")
-    save_grid(images, path, scale=2)
+    save_grid(images, path, scale=2, levels=model.levels)
     return path

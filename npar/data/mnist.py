@@ -178,3 +178,26 @@ def load_mnist(split="train", data_dir=None, download=True):
             "not match"
         )
     return images[:, None, :, :], labels
+
+
+def quantize(images, levels):
+    """Reduce 0..255 intensities to ``levels`` levels ``0..levels-1``:
+    ``q = floor(x levels / 256)`` (``levels=2`` gives binary images with a
+    threshold at 128; ``levels=256`` returns the images unchanged).
+
+    Args:
+        images: uint8 array of any shape.
+        levels: integer ``V`` in 2..256.
+
+    Returns:
+        uint8 array of the same shape.
+    """
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or not (
+            2 <= levels <= 256):
+        raise ValueError(f"levels must be an integer in 2..256, got {levels!r}")
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 in 0..255, got {images.dtype}")
+    if levels == 256:
+        return images
+    return (images.astype(np.uint16) * levels // 256).astype(np.uint8)
