@@ -11,7 +11,7 @@ import pytest
 
 from npar.cli import main
 from npar.commands.train_pixelcnn import make_batch_fn
-from npar.data.mnist import load_mnist, quantize
+from npar.data.mnist import central_crop, load_mnist, quantize
 from npar.models.io import load, save
 from npar.models.pixelcnn import GatedPixelCNN
 from npar.train.checkpoint import load_checkpoint, save_checkpoint
@@ -344,20 +344,59 @@ def test_cli_train_on_a_crop_at_fewer_levels(tmp_path, capsys):
                  "--head-channels", "8", "--batch-size", "4", "--max-steps", "2",
                  "--test-limit", "5", "--samples", "2", "--crop", "8",
                  "--levels", "2", "--no-progress", "--out", str(out)]) == 0
+    assert "over 2 levels on 5 images" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["levels"] == 2
-    # Bits/dim over 2 levels: at most 1 bit for a model near uniform.
+    assert metrics["config"]["image_size"] == [8, 8]
+    # Bits/dim over 2 levels: about 1 bit for a model near uniform.
     assert 0 < metrics["test_bpd"] < 1.5
     model, _ = load_checkpoint(str(out / "checkpoint.npz"))
     test = quantize(load_mnist("test")[0][:5, :, 10:18, 10:18], 2)
     expected = -model.log_prob(test).sum() / (test.size * np.log(2))
     assert metrics["test_bpd"] == pytest.approx(expected, rel=1e-5)
+    # Two 8 x 8 samples side by side with 1-pixel borders, upscaled 2x.
     with Image.open(out / "samples.png") as picture:
-        # Two 8 x 8 samples side by side, upscaled 2x, with 1-pixel borders.
-        assert picture.size[1] < 28
-    for option, message in ((["--crop", "29"], "--crop must lie in 1..28"),
-                            (["--levels", "1"], "--levels must lie in 2..256"),
-                            (["--levels", "300"], "--levels must lie in 2..256")):
+        assert picture.size == (2 * (1 + 8 + 1 + 8 + 1), 2 * (1 + 8 + 1))
+        assert set(np.unique(np.asarray(picture))) <= {0, 128, 255}
+    # npar eval and npar sample use the crop and the levels of the model.
+    assert main(["eval", str(out / "checkpoint.npz"), "--limit", "5",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert (f"test bits/dim {expected:.4f} over 2 levels on 5 images "
+            "(central 8x8 crops)") in printed
+    assert main(["sample", str(out / "checkpoint.npz"), "--n", "2", "--out",
+                 str(tmp_path / "again.png"), "--no-progress"]) == 0
+    with Image.open(tmp_path / "again.png") as picture:
+        assert picture.size == (38, 20)
+    # On resume, giving the values the run already uses is no change.
+    assert main(["train", "pixelcnn", "--resume", "--out", str(out), "--crop",
+                 "8", "--levels", "2", "--channels", "4", "--max-steps", "3",
+                 "--samples", "0", "--no-progress"]) == 0
+    assert main(["train", "pixelcnn", "--resume", "--out", str(out), "--crop",
+                 "10", "--max-steps", "4", "--samples", "0",
+                 "--no-progress"]) == 1
+    assert "--crop 10 (the run has 8)" in capsys.readouterr().err
+    for option, message in (
+            (["--crop", "29"], "--crop must lie in 1..28 for 28x28 MNIST images"),
+            (["--crop", "0"], "--crop must lie in 1..28"),
+            (["--levels", "1"], "--levels must lie in 2..256, got 1"),
+            (["--levels", "0"], "--levels must lie in 2..256, got 0"),
+            (["--levels", "300"], "--levels must lie in 2..256")):
         assert main(["train", "pixelcnn", "--max-steps", "1", "--out",
                      str(tmp_path / "bad"), *option]) == 1
         assert message in capsys.readouterr().err
+    # Refused before anything is written.
+    assert not (tmp_path / "bad").exists()
+
+
+def test_central_crop_takes_the_middle_window():
+    images = np.arange(2 * 1 * 5 * 6).reshape(2, 1, 5, 6)
+    crop = central_crop(images, 3)
+    assert crop.shape == (2, 1, 3, 3) and crop.flags.c_contiguous
+    np.testing.assert_array_equal(crop, images[:, :, 1:4, 1:4])
+    # An odd margin: half a pixel above and left of the centre.
+    np.testing.assert_array_equal(central_crop(images, (2, 5)),
+                                  images[:, :, 1:3, 0:5])
+    assert central_crop(images, None) is images
+    with pytest.raises(ValueError, match="crop 6x6 must fit in the 5x6 images"):
+        central_crop(images, 6)

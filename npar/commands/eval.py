@@ -3,7 +3,7 @@
 import math
 
 from npar.commands import check_positive
-from npar.data.mnist import load_mnist, quantize
+from npar.data.mnist import central_crop, load_mnist, quantize
 from npar.models.io import load
 from npar.train.loop import evaluate_nll
 
@@ -35,6 +35,9 @@ def run(args):
     # A model of fewer levels was trained on intensities reduced the same way
     # (npar train pixelcnn --levels).
     images = quantize(images, model.levels)
+    # A model trained on a crop (npar train pixelcnn --crop) records its size.
+    size = tuple(model.config.get("image_size", images.shape[-2:]))
+    images = central_crop(images, size)
     if args.limit is not None:
         images, labels = images[:args.limit], labels[:args.limit]
     if model.config.get("classes"):
@@ -46,7 +49,8 @@ def run(args):
                            not args.no_progress)
     bpd = nll / (len(images) * images[0].size * math.log(2))
     over = "" if model.levels == 256 else f" over {model.levels} levels"
-    print(f"test bits/dim {bpd:.4f}{over} on {len(images)} images")
+    crop = "" if size == (28, 28) else f" (central {size[0]}x{size[1]} crops)"
+    print(f"test bits/dim {bpd:.4f}{over} on {len(images)} images{crop}")
     return 0
 
 

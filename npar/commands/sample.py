@@ -42,7 +42,8 @@ def add_parser(subparsers):
                    help="sub-pixels between frames of --steps-png (default two "
                    "rows)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                   default=list(DEFAULT_SIZE), help="image size (default 28 28)")
+                   help="image size (default: the size the model was trained "
+                   "on, from its config's image_size, else 28 28)")
     p.add_argument("--scale", type=int, default=2,
                    help="integer upscaling of the PNG (default 2)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -85,7 +86,7 @@ def run(args):
             f"{args.checkpoint} holds a {model.kind!r} model (use npar generate)")
     labels, columns = _labels(model, args)
     n_images = args.n if labels is None else len(labels)
-    height, width = args.size
+    height, width = args.size or model.config.get("image_size", DEFAULT_SIZE)
     snapshot_every = None
     if args.steps_png:
         snapshot_every = args.steps_every or 2 * width * model.image_channels

@@ -16,13 +16,15 @@ import numpy as np
 
 from npar.backend import add_device_argument, make_trainer
 from npar.commands import check_positive, check_resume_options
-from npar.data.mnist import load_mnist, quantize
+from npar.data.mnist import central_crop, load_mnist, quantize
 from npar.models.pixelcnn import GatedPixelCNN, PixelCNN
 from npar.train.checkpoint import load_checkpoint
 from npar.train.loop import evaluate_nll, fit
 from npar.train.optim import make_optimizer
 
 log = logging.getLogger(__name__)
+
+MNIST_SIZE = 28
 
 DEFAULTS = dict(model="gated", channels=None, layers=None, kernel=None,
                 first_kernel=None, head_channels=None, batch_size=32, lr=3e-3,
@@ -78,19 +80,6 @@ def add_parser(families):
     return p
 
 
-def central_crop(images, size):
-    """The central ``size x size`` pixels of ``(N, C, H, W)`` images."""
-    height, width = images.shape[-2:]
-    if size is None:
-        return images
-    if not 1 <= size <= min(height, width):
-        raise ValueError(
-            f"--crop must lie in 1..{min(height, width)} for {height}x{width} "
-            f"images, got {size}")
-    top, left = (height - size) // 2, (width - size) // 2
-    return np.ascontiguousarray(images[..., top:top + size, left:left + size])
-
-
 def _resolve_options(args):
     options = dict(DEFAULTS)
     for key in DEFAULTS:
@@ -108,6 +97,10 @@ def _build_model(options, seed):
             config[key] = options[key]
     if options.get("levels") is not None:
         config["levels"] = options["levels"]
+    if options.get("crop") is not None:
+        # Recorded with the model, so that npar eval and npar sample use the
+        # same image size.
+        config["image_size"] = [options["crop"], options["crop"]]
     if options.get("conditional"):
         if cls is not GatedPixelCNN:
             raise ValueError("--conditional needs the Gated PixelCNN (--model gated)")
@@ -142,14 +135,18 @@ def run(args):
     out = args.out
     checkpoint_path = os.path.join(out, "checkpoint.npz")
     given = vars(args)
+    if args.levels is not None and not 2 <= args.levels <= 256:
+        raise ValueError(f"--levels must lie in 2..256, got {args.levels}")
+    if args.crop is not None and not 1 <= args.crop <= MNIST_SIZE:
+        raise ValueError(
+            f"--crop must lie in 1..{MNIST_SIZE} for {MNIST_SIZE}x{MNIST_SIZE} "
+            f"MNIST images, got {args.crop}")
     check_positive(given, ("batch_size", "channels", "layers", "kernel",
                            "first_kernel", "head_channels", "max_steps",
-                           "test_limit", "crop", "levels"))
+                           "test_limit"))
     check_positive(given, ("seed", "samples"), allow_zero=True)
     check_positive(given, ("epochs", "time_budget"), integer=False)
     check_positive(given, ("clip",), integer=False, allow_zero=True)
-    if args.levels is not None and not 2 <= args.levels <= 256:
-        raise ValueError(f"--levels must lie in 2..256, got {args.levels}")
     os.makedirs(out, exist_ok=True)
 
     if args.resume:
@@ -171,8 +168,17 @@ def run(args):
             raise ValueError(
                 f"--resume: {checkpoint_path} holds a {model.kind!r} model, not a "
                 "PixelCNN (resume it with its own npar train command)")
+        # An option left to its default is saved as None; compare what the
+        # run really used, so that giving the default explicitly is no change.
+        used = {**saved_options, "seed": state.get("seed")}
+        for key in ("channels", "layers", "kernel", "first_kernel",
+                    "head_channels", "levels"):
+            if used.get(key) is None:
+                used[key] = model.config.get(key)
+        if used.get("crop") is None:
+            used["crop"] = MNIST_SIZE
         check_resume_options(
-            args, {**saved_options, "seed": state.get("seed")},
+            args, used,
             [key for key in DEFAULTS if key != "time_budget"] + ["seed"],
             checkpoint_path)
         options = dict(saved_options)
@@ -261,7 +267,8 @@ def run(args):
                                                 test_images.shape[-2:])
         metrics["wall_s"] = time.perf_counter() - wall_start
         _write_json(metrics, os.path.join(out, "metrics.json"))
-    print(f"test bits/dim {test_bpd:.4f} on {len(test)} images; "
+    over = "" if model.levels == 256 else f" over {model.levels} levels"
+    print(f"test bits/dim {test_bpd:.4f}{over} on {len(test)} images; "
           f"train bits/dim {metrics['train_bpd']:.4f}; {state['step']} steps, "
           f"{metrics['images_per_s']:.0f} images/s; {metrics['wall_s']:.0f} s; "
           f"wrote {out}")

@@ -201,3 +201,26 @@ def quantize(images, levels):
     if levels == 256:
         return images
     return (images.astype(np.uint16) * levels // 256).astype(np.uint8)
+
+
+def central_crop(images, size):
+    """The central ``H' x W'`` pixels of ``(N, C, H, W)`` images.
+
+    Args:
+        images: array ``(..., H, W)``.
+        size: ``S`` for a square crop, ``(H', W')``, or None for no crop.
+            Where ``H - H'`` is odd, the window starts ``(H - H') // 2`` rows
+            down, half a pixel above the centre (likewise for columns).
+
+    Returns:
+        a C-contiguous array ``(..., H', W')``.
+    """
+    if size is None:
+        return images
+    height, width = images.shape[-2:]
+    size_h, size_w = (size, size) if np.ndim(size) == 0 else tuple(size)
+    if not (1 <= size_h <= height and 1 <= size_w <= width):
+        raise ValueError(
+            f"crop {size_h}x{size_w} must fit in the {height}x{width} images")
+    top, left = (height - size_h) // 2, (width - size_w) // 2
+    return np.ascontiguousarray(images[..., top:top + size_h, left:left + size_w])
