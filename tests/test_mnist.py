@@ -34,6 +34,18 @@ def test_data_dir_is_searched_first(tmp_path):
     assert mnist.search_places(tmp_path)[0] == str(tmp_path)
 
 
+def test_a_data_dir_without_the_files_is_named_in_a_warning(tmp_path, caplog):
+    _copy_shipped(tmp_path)
+    with caplog.at_level("WARNING", logger="npar.data.mnist"):
+        load_mnist("test", data_dir=tmp_path)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="npar.data.mnist"):
+        images, _ = load_mnist("test", data_dir=tmp_path / "mistyped")
+    assert images.shape[0] == 10000
+    message = caplog.records[0].getMessage()
+    assert "not in --data-dir" in message and "mistyped" in message
+
+
 def test_environment_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("NPAR_DATA", str(tmp_path))
     assert mnist.search_places()[0] == str(tmp_path)

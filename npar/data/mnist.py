@@ -128,6 +128,12 @@ def load_idx_file(stem, data_dir=None, download=True):
     """Find, verify (SHA-256) and parse one MNIST file by its stem name."""
     places = search_places(data_dir)
     path = _find(stem, places)
+    if data_dir and path is not None and not path.startswith(
+            os.path.join(os.fspath(data_dir), "")):
+        # Same bytes either way (SHA-256 below), but a mistyped folder should
+        # not pass unnoticed.
+        log.warning("MNIST file %s is not in --data-dir %s; using %s", stem,
+                    os.fspath(data_dir), path)
     if path is None:
         folder = places[0] if data_dir or os.environ.get("NPAR_DATA") else (
             os.path.join(os.path.expanduser("~"), ".cache", "npar", "mnist"))
