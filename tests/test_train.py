@@ -400,3 +400,14 @@ def test_central_crop_takes_the_middle_window():
     assert central_crop(images, None) is images
     with pytest.raises(ValueError, match="crop 6x6 must fit in the 5x6 images"):
         central_crop(images, 6)
+
+
+def test_metrics_are_written_whole_or_not_at_all(tmp_path):
+    from npar.commands import write_json_atomic
+
+    path = tmp_path / "metrics.json"
+    write_json_atomic({"a": 1}, path)
+    with pytest.raises(TypeError):
+        write_json_atomic({"b": object()}, path)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

@@ -3,7 +3,9 @@
 This module holds the checks of option values that several commands share.
 """
 
+import json
 import math
+import os
 
 
 def check_positive(options, keys, integer=True, allow_zero=False):
@@ -37,3 +39,17 @@ def check_resume_options(args, saved, keys, checkpoint_path):
             f"--resume continues {checkpoint_path} with its saved options; "
             f"these differ: {', '.join(changed)}. Drop them, or start a new run "
             "in another --out")
+
+
+def write_json_atomic(data, path):
+    """Write ``data`` as JSON to ``path`` through a temporary file renamed
+    over it: a reader sees the old file or the new one, never half of one,
+    and a failed write leaves no temporary file behind."""
+    tmp = os.fspath(path) + ".tmp"
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

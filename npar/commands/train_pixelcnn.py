@@ -6,7 +6,6 @@ PixelCNN trained for 12 minutes on a 2-core CPU, then evaluated on the full
 10,000-image test set.
 """
 
-import json
 import logging
 import math
 import os
@@ -15,7 +14,11 @@ import time
 import numpy as np
 
 from npar.backend import add_device_argument, make_trainer
-from npar.commands import check_positive, check_resume_options
+from npar.commands import (
+    check_positive,
+    check_resume_options,
+    write_json_atomic,
+)
 from npar.data.mnist import central_crop, load_mnist, quantize
 from npar.models.pixelcnn import GatedPixelCNN, PixelCNN
 from npar.train.checkpoint import load_checkpoint
@@ -261,25 +264,18 @@ def run(args):
         "options": options,
     }
     metrics["wall_s"] = time.perf_counter() - wall_start
-    _write_json(metrics, os.path.join(out, "metrics.json"))
+    write_json_atomic(metrics, os.path.join(out, "metrics.json"))
     if args.samples > 0 and state["stopped"] != "interrupted":
         metrics["samples_png"] = _write_samples(model, args.samples, seed, out,
                                                 test_images.shape[-2:])
         metrics["wall_s"] = time.perf_counter() - wall_start
-        _write_json(metrics, os.path.join(out, "metrics.json"))
+        write_json_atomic(metrics, os.path.join(out, "metrics.json"))
     over = "" if model.levels == 256 else f" over {model.levels} levels"
     print(f"test bits/dim {test_bpd:.4f}{over} on {len(test)} images; "
           f"train bits/dim {metrics['train_bpd']:.4f}; {state['step']} steps, "
           f"{metrics['images_per_s']:.0f} images/s; {metrics['wall_s']:.0f} s; "
           f"wrote {out}")
     return 0
-
-
-def _write_json(data, path):
-    # Atomic: a reader sees the old file or the new one, never half of one.
-    with open(path + ".tmp", "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 def _write_samples(model, n, seed, out, size):

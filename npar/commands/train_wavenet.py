@@ -19,7 +19,6 @@ histogram of first differences ``q[t] - q[t-1]`` (a model that predicts
 "like the previous sample, plus typical noise").
 """
 
-import json
 import logging
 import math
 import os
@@ -28,7 +27,11 @@ import time
 import numpy as np
 
 from npar.backend import add_device_argument, make_trainer
-from npar.commands import check_positive, check_resume_options
+from npar.commands import (
+    check_positive,
+    check_resume_options,
+    write_json_atomic,
+)
 from npar.data.audio import load_codes, mu_law_decode, write_wav
 from npar.models.wavenet import WaveNet
 from npar.train.checkpoint import load_checkpoint
@@ -303,10 +306,7 @@ def run(args):
 
 
 def _write_metrics(metrics, out):
-    tmp = os.path.join(out, "metrics.json.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(metrics, handle, indent=2)
-    os.replace(tmp, os.path.join(out, "metrics.json"))
+    write_json_atomic(metrics, os.path.join(out, "metrics.json"))
 
 
 def _write_audio(model, test_codes, sample_rate, seconds, temperature, seed, out):
