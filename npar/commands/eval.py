@@ -5,6 +5,7 @@ import math
 from npar.commands import check_positive
 from npar.data.mnist import central_crop, load_mnist, quantize
 from npar.models.io import load
+from npar.sampling.pixelcnn import DEFAULT_SIZE, image_size
 from npar.train.loop import evaluate_nll
 
 
@@ -32,14 +33,12 @@ def run(args):
             f"npar eval scores MNIST (1 channel, 2..256 levels); {args.checkpoint} "
             f"models {model.image_channels} channel(s) of {model.levels} levels")
     images, labels = load_mnist("test", args.data_dir)
-    # A model of fewer levels was trained on intensities reduced the same way
-    # (npar train pixelcnn --levels).
-    images = quantize(images, model.levels)
-    # A model trained on a crop (npar train pixelcnn --crop) records its size.
-    size = tuple(model.config.get("image_size", images.shape[-2:]))
-    images = central_crop(images, size)
     if args.limit is not None:
         images, labels = images[:args.limit], labels[:args.limit]
+    # A model trained with npar train pixelcnn --levels/--crop saw intensities
+    # reduced and images cropped the same way; its config records both.
+    size = image_size(model)
+    images = quantize(central_crop(images, size), model.levels)
     if model.config.get("classes"):
         nll = evaluate_nll(lambda b: model.nll_sum(b[0], b[1]),
                            _Pairs(images, labels), args.batch_size,
@@ -49,7 +48,7 @@ def run(args):
                            not args.no_progress)
     bpd = nll / (len(images) * images[0].size * math.log(2))
     over = "" if model.levels == 256 else f" over {model.levels} levels"
-    crop = "" if size == (28, 28) else f" (central {size[0]}x{size[1]} crops)"
+    crop = "" if size == DEFAULT_SIZE else f" (central {size[0]}x{size[1]} crops)"
     print(f"test bits/dim {bpd:.4f}{over} on {len(images)} images{crop}")
     return 0
 

@@ -7,7 +7,7 @@ import numpy as np
 from npar.commands import check_positive
 from npar.models.io import load
 from npar.sampling.images import save_grid, save_growth_strip
-from npar.sampling.pixelcnn import DEFAULT_SIZE, ENGINES, generate
+from npar.sampling.pixelcnn import ENGINES, generate, image_size
 
 
 def add_parser(subparsers):
@@ -86,7 +86,7 @@ def run(args):
             f"{args.checkpoint} holds a {model.kind!r} model (use npar generate)")
     labels, columns = _labels(model, args)
     n_images = args.n if labels is None else len(labels)
-    height, width = args.size or model.config.get("image_size", DEFAULT_SIZE)
+    height, width = args.size or image_size(model)
     snapshot_every = None
     if args.steps_png:
         snapshot_every = args.steps_every or 2 * width * model.image_channels

@@ -266,8 +266,7 @@ def run(args):
     metrics["wall_s"] = time.perf_counter() - wall_start
     write_json_atomic(metrics, os.path.join(out, "metrics.json"))
     if args.samples > 0 and state["stopped"] != "interrupted":
-        metrics["samples_png"] = _write_samples(model, args.samples, seed, out,
-                                                test_images.shape[-2:])
+        metrics["samples_png"] = _write_samples(model, args.samples, seed, out)
         metrics["wall_s"] = time.perf_counter() - wall_start
         write_json_atomic(metrics, os.path.join(out, "metrics.json"))
     over = "" if model.levels == 256 else f" over {model.levels} levels"
@@ -278,14 +277,14 @@ def run(args):
     return 0
 
 
-def _write_samples(model, n, seed, out, size):
+def _write_samples(model, n, seed, out):
     from npar.sampling.images import save_grid
     from npar.sampling.pixelcnn import sample_images
 
     labels = np.arange(n) % model.config["classes"] if model.config.get(
         "classes") else None
-    images = sample_images(model, n, np.random.default_rng(seed), labels=labels,
-                           size=tuple(size))
+    # At the size in the model's config (the --crop of the run, if any).
+    images = sample_images(model, n, np.random.default_rng(seed), labels=labels)
     path = os.path.join(out, "samples.png")
     save_grid(images, path, scale=2, levels=model.levels)
     return path

@@ -634,6 +634,12 @@ def generate(model, n, rng, size=DEFAULT_SIZE, engine="cached", temperature=1.0,
         snapshot_steps=np.array(steps, dtype=np.int64) if snapshot_every else None)
 
 
+def image_size(model):
+    """``(H, W)`` a model was trained on: its config's ``image_size`` (set by
+    ``npar train pixelcnn --crop``), else MNIST's 28 x 28."""
+    return tuple(model.config.get("image_size", DEFAULT_SIZE))
+
+
 def sample_images(model, n, rng, temperature=1.0, engine="cached", labels=None,
                   size=None, top_k=None, top_p=None):
     """``n`` images ``(n, C, H, W)`` uint8 from a (Gated) PixelCNN.
@@ -642,7 +648,7 @@ def sample_images(model, n, rng, temperature=1.0, engine="cached", labels=None,
     one, else MNIST's 28 x 28. See :func:`generate` for the other arguments.
     """
     if size is None:
-        size = model.config.get("image_size", DEFAULT_SIZE)
+        size = image_size(model)
     return generate(model, n, rng, size=size, engine=engine,
                     temperature=temperature, top_k=top_k, top_p=top_p,
                     labels=labels).images
