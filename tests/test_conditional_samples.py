@@ -7,7 +7,10 @@ itself; the sample test needs a trained model, named by the environment
 variable ``NPAR_CONDITIONAL_CKPT`` (for example a checkpoint of
 ``npar train pixelcnn --conditional``), and is skipped without one.
 ``NPAR_CONDITIONAL_MIN_ACCURACY`` (default 0.8, the project's goal) sets the
-share of samples that must be read as their class.
+share of samples that must be read as their class. With
+``NPAR_UNCONDITIONAL_CKPT`` (an unconditional Gated PixelCNN checkpoint) the
+samples are drawn with class guidance of weight ``NPAR_GUIDANCE`` (default
+2; see :func:`npar.sampling.strategies.guided_logits`).
 """
 
 import os
@@ -21,6 +24,8 @@ from npar.sampling.pixelcnn import generate
 
 CHECKPOINT = os.environ.get("NPAR_CONDITIONAL_CKPT")
 MIN_ACCURACY = float(os.environ.get("NPAR_CONDITIONAL_MIN_ACCURACY", "0.8"))
+UNCONDITIONAL = os.environ.get("NPAR_UNCONDITIONAL_CKPT")
+GUIDANCE = float(os.environ.get("NPAR_GUIDANCE", "2"))
 PER_CLASS = 10
 
 
@@ -48,9 +53,13 @@ def test_conditional_samples_are_read_as_their_class(classifier):
     model = load(CHECKPOINT, kind="gated_pixelcnn")
     assert model.config.get("classes") == 10, (
         f"{CHECKPOINT} is not a 10-class conditional model: {model.config}")
+    guide = {}
+    if UNCONDITIONAL:
+        guide = dict(guidance=GUIDANCE,
+                     unconditional=load(UNCONDITIONAL, kind="gated_pixelcnn"))
     labels = np.repeat(np.arange(10), PER_CLASS)
     images = generate(model, len(labels), np.random.default_rng(0),
-                      size=(28, 28), labels=labels).images
+                      size=(28, 28), labels=labels, **guide).images
     predicted = classifier.predict(images)
     accuracy = float(np.mean(predicted == labels))
     per_class = [float(np.mean(predicted[labels == k] == k)) for k in range(10)]

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from npar.cli import main
-from npar.models.io import save
+from npar.models.io import load, save
 from npar.models.pixelcnn import GatedPixelCNN, PixelCNN
 from npar.sampling.images import growth_frames, image_grid, save_grid
 from npar.sampling.pixelcnn import generate
@@ -124,6 +124,36 @@ def test_sample_command_grid_per_class(checkpoints):
                  "--out", str(out), "--no-progress"]) == 0
     # Three rows (classes) of two tiles: 3 * 5 + 1 high, 2 * 5 + 1 wide.
     assert Image.open(out).size == (11, 16)
+
+
+def test_sample_command_with_guidance(checkpoints, capsys):
+    conditional = str(checkpoints / "conditional.npz")
+    gated = str(checkpoints / "gated.npz")
+    out = checkpoints / "guided.png"
+    assert main(["sample", conditional, "--class", "2", "--n", "3", "--size", "4",
+                 "4", "--guidance", "2.5", "--unconditional", gated, "--out",
+                 str(out), "--no-progress"]) == 0
+    assert "guidance 2.5" in capsys.readouterr().out
+    model, unconditional = load(conditional), load(gated)
+    expected = generate(model, 3, np.random.default_rng(0), size=(4, 4), labels=2,
+                        guidance=2.5, unconditional=unconditional).images
+    reference = checkpoints / "reference.png"
+    save_grid(expected, reference, scale=2)
+    np.testing.assert_array_equal(np.array(Image.open(out)),
+                                  np.array(Image.open(reference)))
+    for options, message in [
+        (["--guidance", "2"], "--guidance and --unconditional go together"),
+        (["--unconditional", gated], "--guidance and --unconditional go together"),
+        (["--guidance", "2", "--unconditional", conditional],
+         "no classes, got one with 3 classes"),
+        (["--guidance", "-1", "--unconditional", gated], "w >= 0, got w = -1.0"),
+    ]:
+        assert main(["sample", conditional, "--class", "1", "--size", "3", "3",
+                     "--out", str(out), "--no-progress", *options]) == 1
+        assert message in capsys.readouterr().err
+    assert main(["sample", gated, "--guidance", "2", "--unconditional", gated,
+                 "--out", str(out), "--no-progress"]) == 1
+    assert "needs a class-conditional model" in capsys.readouterr().err
 
 
 def test_sample_command_errors(checkpoints, capsys):

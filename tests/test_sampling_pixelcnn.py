@@ -114,6 +114,70 @@ def test_conditional_images_differ_by_class_and_match_a_full_recompute():
     np.testing.assert_array_equal(one.images, many.images)
 
 
+def guided_probs(model, unconditional, images, labels, weight):
+    """Softmax of w log p(.|y) + (1 - w) log p(.) from full forward passes."""
+    log_c = log_softmax(model.logits(images, labels).astype(np.float64))
+    log_u = log_softmax(unconditional.logits(images).astype(np.float64))
+    return np.exp(log_softmax(weight * log_c + (1 - weight) * log_u))
+
+
+@pytest.mark.parametrize("unconditional_cls", [GatedPixelCNN, PixelCNN])
+def test_guided_generation_cached_naive_and_full_recompute_agree(unconditional_cls):
+    model = small(GatedPixelCNN, classes=3)
+    unconditional = small(unconditional_cls, scale=2.0)
+    labels = np.array([0, 1, 2, 2])
+    runs = [generate(model, 4, np.random.default_rng(3), size=(6, 6), engine=engine,
+                     labels=labels, record_probs=True, guidance=2.5,
+                     unconditional=unconditional) for engine in ("naive", "cached")]
+    np.testing.assert_array_equal(runs[0].images, runs[1].images)
+    np.testing.assert_allclose(runs[0].probs, runs[1].probs, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        runs[1].probs, guided_probs(model, unconditional, runs[1].images, labels, 2.5),
+        rtol=0, atol=1e-10)
+    # Guidance changes what is drawn: not the conditional model alone.
+    plain = generate(model, 4, np.random.default_rng(3), size=(6, 6), labels=labels)
+    assert (plain.images != runs[1].images).any()
+
+
+def test_guidance_one_is_the_conditional_model_and_zero_the_unconditional():
+    model = small(GatedPixelCNN, classes=3)
+    unconditional = small(GatedPixelCNN, scale=2.0)
+    labels = np.array([2, 0, 1])
+    kwargs = dict(size=(5, 6), record_probs=True)
+    alone = generate(model, 3, np.random.default_rng(8), labels=labels, **kwargs)
+    one = generate(model, 3, np.random.default_rng(8), labels=labels, guidance=1.0,
+                   unconditional=unconditional, **kwargs)
+    np.testing.assert_array_equal(one.images, alone.images)
+    np.testing.assert_allclose(one.probs, alone.probs, rtol=0, atol=1e-12)
+    other = generate(unconditional, 3, np.random.default_rng(8), **kwargs)
+    zero = generate(model, 3, np.random.default_rng(8), labels=labels, guidance=0,
+                    unconditional=unconditional, **kwargs)
+    np.testing.assert_array_equal(zero.images, other.images)
+    np.testing.assert_allclose(zero.probs, other.probs, rtol=0, atol=1e-12)
+
+
+def test_guidance_argument_errors_are_clear():
+    model = small(GatedPixelCNN, classes=3)
+    unconditional = small(GatedPixelCNN)
+    rng = np.random.default_rng(0)
+    cases = [
+        (dict(labels=1, guidance=2.0), "needs an unconditional model"),
+        (dict(labels=1, unconditional=unconditional), "only with guidance"),
+        (dict(labels=1, guidance=2.0, unconditional=model), "no classes, got one "
+         "with 3 classes"),
+        (dict(labels=1, guidance=2.0, unconditional=small(GatedPixelCNN, levels=8)),
+         "same levels: the conditional model has 16, the unconditional one 8"),
+        (dict(labels=1, guidance=-1.0, unconditional=unconditional), "w >= 0"),
+        (dict(labels=1, guidance=2.0, unconditional="model.npz"), "must be one of"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            generate(model, 2, rng, size=(3, 3), **kwargs)
+    with pytest.raises(ValueError, match="needs a class-conditional model"):
+        generate(unconditional, 2, rng, size=(3, 3), guidance=2.0,
+                 unconditional=unconditional)
+
+
 def test_draw_order_is_one_uniform_per_sub_pixel_in_raster_order():
     """Replaying the uniforms by hand through the recorded distributions
     gives the same images: one rng.random(N) per sub-pixel, raster order,

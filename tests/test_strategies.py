@@ -13,6 +13,7 @@ from npar.sampling.strategies import (
     decoding_probs,
     draw,
     greedy,
+    guided_logits,
     next_code_log_probs,
     sample,
     temperature_probs,
@@ -246,6 +247,64 @@ def test_sample_frequencies_match_the_probabilities():
 def test_sample_requires_a_generator():
     with pytest.raises(TypeError, match="Generator"):
         sample(np.zeros(3), 7)
+
+
+# ---- guidance -----------------------------------------------------------------
+
+
+def test_guidance_two_by_hand():
+    # p(.|y) = (1/2, 1/4, 1/4), p(.) = (1/4, 1/4, 1/2); w = 2 gives
+    # p(.|y)^2 / p(.) = (1, 1/4, 1/8), that is (8, 2, 1) / 11.
+    cond = np.log([0.5, 0.25, 0.25]) + 3.0  # a shift of the logits changes nothing
+    uncond = np.log([0.25, 0.25, 0.5]) - 7.0
+    probs = temperature_probs(guided_logits(cond, uncond, 2))
+    np.testing.assert_allclose(probs, [8 / 11, 2 / 11, 1 / 11], rtol=1e-12)
+
+
+def test_guidance_half_one_and_zero_by_hand():
+    cond = np.log([0.5, 0.25, 0.25])
+    uncond = np.log([0.25, 0.25, 0.5])
+    # w = 1/2: sqrt(p(.|y) p(.)) = (sqrt 2, 1, sqrt 2) / 4, normalised.
+    r = math.sqrt(2)
+    np.testing.assert_allclose(temperature_probs(guided_logits(cond, uncond, 0.5)),
+                               [r / (2 * r + 1), 1 / (2 * r + 1), r / (2 * r + 1)],
+                               rtol=1e-12)
+    # w = 1 is the conditional model, w = 0 the unconditional one.
+    np.testing.assert_allclose(temperature_probs(guided_logits(cond, uncond, 1)),
+                               [0.5, 0.25, 0.25], rtol=1e-12)
+    np.testing.assert_allclose(temperature_probs(guided_logits(cond, uncond, 0)),
+                               [0.25, 0.25, 0.5], rtol=1e-12)
+
+
+def test_guidance_keeps_ruled_out_levels_out_and_huge_logits_finite():
+    # Level 1 ruled out by the conditional model: p = (1/2, 0, 1/2) for w = 2.
+    g = guided_logits(np.array([0.0, -np.inf, 0.0]), np.zeros(3), 2.0)
+    assert np.isneginf(g[1])
+    np.testing.assert_allclose(temperature_probs(g), [0.5, 0.0, 0.5], rtol=1e-12)
+    # Ruled out by the unconditional model: (1 - w) log 0 would be +inf for
+    # w > 1; the level stays out instead, and w = 1 gives no 0 * inf NaN.
+    for w in (3.0, 1.0, 0.0):
+        g = guided_logits(np.zeros(3), np.array([0.0, 0.0, -np.inf]), w)
+        np.testing.assert_allclose(temperature_probs(g), [0.5, 0.5, 0.0])
+    # +-1e4 logits: p(.|y) = (1, 0), p(.) = (0, 1) up to e^-2e4.
+    g = guided_logits(np.array([[1e4, -1e4]]), np.array([[-1e4, 1e4]]), 2.5)
+    assert np.isfinite(g).all()
+    np.testing.assert_array_equal(temperature_probs(g), [[1.0, 0.0]])
+
+
+@pytest.mark.parametrize("w, error", [(-0.5, ValueError), (math.nan, ValueError),
+                                      (math.inf, ValueError), (True, TypeError),
+                                      ("2", TypeError)])
+def test_bad_guidance_weight_is_an_error_quoting_it(w, error):
+    with pytest.raises(error, match="guidance needs"):
+        guided_logits(np.zeros(3), np.zeros(3), w)
+
+
+def test_guidance_needs_logits_of_one_shape_and_a_possible_level():
+    with pytest.raises(ValueError, match=r"one shape, got \(3,\) and \(4,\)"):
+        guided_logits(np.zeros(3), np.zeros(4), 2.0)
+    with pytest.raises(ValueError, match="rule out every level"):
+        guided_logits(np.array([0.0, -np.inf]), np.array([-np.inf, 0.0]), 2.0)
 
 
 # ---- beam search ------------------------------------------------------------

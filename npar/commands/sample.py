@@ -36,6 +36,13 @@ def add_parser(subparsers):
     p.add_argument("--grid-per-class", action="store_true",
                    help="one row of --n images for each class (class-conditional "
                    "models)")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="guide a class-conditional model by an unconditional one "
+                   "(--unconditional): draw from w log p(.|class) + (1 - w) "
+                   "log p(.); 1 is the conditional model alone, 2 to 3 makes the "
+                   "class clearer")
+    p.add_argument("--unconditional", default=None, metavar="CKPT",
+                   help="unconditional PixelCNN checkpoint for --guidance")
     p.add_argument("--steps-png", default=None,
                    help="also write the raster-order growth of the first image")
     p.add_argument("--steps-every", type=int, default=None,
@@ -85,6 +92,25 @@ def run(args):
             f"npar sample draws images from PixelCNN checkpoints; "
             f"{args.checkpoint} holds a {model.kind!r} model (use npar generate)")
     labels, columns = _labels(model, args)
+    unconditional = None
+    if args.guidance is not None or args.unconditional is not None:
+        if args.guidance is None or args.unconditional is None:
+            raise ValueError("--guidance and --unconditional go together: give "
+                             "both, or neither")
+        if not model.config.get("classes"):
+            raise ValueError(
+                f"--guidance needs a class-conditional model; {args.checkpoint} "
+                f"holds an unconditional {model.kind}")
+        unconditional = load(args.unconditional)
+        if unconditional.kind not in ("gated_pixelcnn", "pixelcnn"):
+            raise ValueError(
+                f"--unconditional {args.unconditional} holds a {unconditional.kind!r} "
+                "model, not a PixelCNN")
+        if tuple(image_size(unconditional)) != tuple(image_size(model)):
+            raise ValueError(
+                f"--unconditional {args.unconditional} was trained on "
+                f"{image_size(unconditional)} images, {args.checkpoint} on "
+                f"{image_size(model)}")
     n_images = args.n if labels is None else len(labels)
     height, width = args.size or image_size(model)
     snapshot_every = None
@@ -96,13 +122,15 @@ def run(args):
                     size=(height, width), engine=args.engine,
                     temperature=args.temperature, top_k=args.top_k,
                     top_p=args.top_p, labels=labels,
-                    snapshot_every=snapshot_every, progress=not args.no_progress)
+                    snapshot_every=snapshot_every, progress=not args.no_progress,
+                    guidance=args.guidance, unconditional=unconditional)
     seconds = time.perf_counter() - start
 
     save_grid(run_.images, args.out, columns=columns, scale=args.scale,
               levels=model.levels)
+    guided = "" if args.guidance is None else f", guidance {args.guidance:g}"
     print(f"wrote {args.out}: {n_images} images of {height}x{width} in "
-          f"{seconds:.2f} s ({args.engine} engine)")
+          f"{seconds:.2f} s ({args.engine} engine{guided})")
     if args.steps_png:
         save_growth_strip(run_.snapshots, run_.snapshot_steps, args.steps_png,
                           scale=args.scale, levels=model.levels)

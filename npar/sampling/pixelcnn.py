@@ -500,7 +500,8 @@ class Generation:
         images: ``(N, C, H, W)`` uint8.
         probs: ``(N, C, H, W, V)`` float64, the model's distribution of every
             sub-pixel (softmax of its logits at temperature 1, before any
-            decoding rule), when asked for; else None.
+            decoding rule; with guidance, of the guided logits), when asked
+            for; else None.
         snapshots: ``(S, N, C, H, W)`` uint8, the images after every
             ``snapshot_every`` sub-pixels (the last one complete), when asked
             for; else None. Sub-pixels not yet drawn are 0.
@@ -538,9 +539,39 @@ def _check_labels(model, labels, n_batch):
     return labels
 
 
+def _check_guidance(model, labels, guidance, unconditional):
+    if guidance is None:
+        if unconditional is not None:
+            raise ValueError("an unconditional model is used only with guidance: "
+                             "give guidance too, or leave unconditional out")
+        return
+    strategies.check_guidance(guidance)
+    if labels is None:
+        raise ValueError("guidance needs a class-conditional model and labels")
+    if unconditional is None:
+        raise ValueError(
+            "guidance needs an unconditional model to guide against: pass "
+            "unconditional= (an unconditional PixelCNN of the same levels)")
+    if getattr(unconditional, "kind", None) not in _KINDS:
+        raise ValueError(
+            f"the unconditional model must be one of {_KINDS}, got "
+            f"{getattr(unconditional, 'kind', type(unconditional).__name__)!r}")
+    if unconditional.config.get("classes", 0):
+        raise ValueError(
+            "the unconditional model must have no classes, got one with "
+            f"{unconditional.config['classes']} classes")
+    for what in ("levels", "image_channels"):
+        ours, theirs = getattr(model, what), getattr(unconditional, what)
+        if ours != theirs:
+            raise ValueError(
+                f"guidance needs models of the same {what}: the conditional model "
+                f"has {ours}, the unconditional one {theirs}")
+
+
 def generate(model, n, rng, size=DEFAULT_SIZE, engine="cached", temperature=1.0,
              top_k=None, top_p=None, labels=None, record_probs=False,
-             snapshot_every=None, progress=False, stop_after=None):
+             snapshot_every=None, progress=False, stop_after=None, guidance=None,
+             unconditional=None):
     """Draw ``n`` images from a PixelCNN or Gated PixelCNN.
 
     Args:
@@ -560,6 +591,14 @@ def generate(model, n, rng, size=DEFAULT_SIZE, engine="cached", temperature=1.0,
         progress: show a progress bar over rows (tqdm).
         stop_after: stop after this many sub-pixels (for timing a part of a
             run); the rest of the images stays 0.
+        guidance: weight ``w`` of class guidance
+            (:func:`npar.sampling.strategies.guided_logits`): each sub-pixel
+            is drawn from ``w log p(. | y) + (1 - w) log p(.)``, the
+            conditional ``model`` with ``labels`` against ``unconditional``;
+            None (default) draws from ``model`` alone.
+        unconditional: an unconditional (Gated) PixelCNN with the model's
+            levels and colours, run beside ``model`` by the same engine;
+            needed with ``guidance``.
 
     Returns:
         a :class:`Generation`.
@@ -590,8 +629,12 @@ def generate(model, n, rng, size=DEFAULT_SIZE, engine="cached", temperature=1.0,
     n = int(n)
     labels = _check_labels(model, labels, n)
     model._one_hot(labels, n)  # a clear error for missing or stray labels now
+    _check_guidance(model, labels, guidance, unconditional)
     channels = model.image_channels
     worker = make_engine(model, engine, n, height, width, labels)
+    workers = [worker]
+    if guidance is not None:
+        workers.append(make_engine(unconditional, engine, n, height, width, None))
 
     x = np.zeros((n, channels, height, width), dtype=np.uint8)
     probs = (np.zeros((n, channels, height, width, model.levels))
@@ -609,18 +652,23 @@ def generate(model, n, rng, size=DEFAULT_SIZE, engine="cached", temperature=1.0,
                 if done == total:
                     break
                 logits = worker.logits(x, i, j, c)
+                if guidance is not None:
+                    logits = strategies.guided_logits(
+                        logits, workers[1].logits(x, i, j, c), guidance)
                 if record_probs:
                     probs[:, c, i, j] = strategies.temperature_probs(logits, 1.0)
                 x[:, c, i, j] = strategies.sample(logits, rng, temperature, top_k,
                                                   top_p)
-                worker.observe(x, i, j, c)
+                for each in workers:
+                    each.observe(x, i, j, c)
                 done += 1
                 if snapshot_every and done % snapshot_every == 0:
                     snapshots.append(x.copy())
                     steps.append(done)
         if done == total and (i + 1) * width * channels > total:
             break  # stopped inside this row (stop_after)
-        worker.row_done(x, i)
+        for each in workers:
+            each.row_done(x, i)
         if bar is not None:
             bar.update(1)
     if bar is not None:

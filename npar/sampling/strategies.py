@@ -22,6 +22,11 @@ The rules (applied in this order by :func:`sample`):
 - top-p, nucleus (:func:`top_p_probs`, Holtzman et al. 2020): keep the
   smallest set of most probable levels whose probability reaches ``p``.
 
+Before those rules, a class-conditional model may be guided
+(:func:`guided_logits`): its log-probabilities are pushed away from those
+of an unconditional model by a weight ``w``, and the result is treated as
+logits.
+
 Probabilities are computed in float64 whatever the dtype of the logits.
 Logits may be ``-inf`` (a level that is ruled out) but not NaN or ``+inf``.
 """
@@ -102,6 +107,69 @@ def check_top_p(p):
     if not 0.0 < value <= 1.0:  # also rejects NaN
         raise ValueError(f"top-p needs p in (0, 1], got p = {p!r}")
     return value
+
+
+def check_guidance(weight):
+    """Return ``weight`` as a float, or raise unless it is a finite number
+    ``>= 0``."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer,
+                                                           np.floating)):
+        raise TypeError(f"guidance needs a number w >= 0, got w = {weight!r}")
+    value = float(weight)
+    if not (np.isfinite(value) and value >= 0.0):
+        raise ValueError(f"guidance needs a finite w >= 0, got w = {weight!r}")
+    return value
+
+
+def _log_probs(logits):
+    # log softmax in float64; -inf stays -inf (a level ruled out).
+    mu = _check_logits(logits)
+    shifted = logits.astype(np.float64) - mu
+    with np.errstate(divide="ignore"):
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def guided_logits(cond_logits, uncond_logits, weight):
+    """Guidance of a class-conditional model by an unconditional one:
+
+    .. math::  g_v = w \\log p(v \\mid y, x_{<}) + (1 - w) \\log p(v \\mid x_{<}),
+
+    with both distributions the softmax of their logits, ``z^y`` and ``z``.
+    As logits, ``g`` gives :math:`\\pi_v \\propto p(v \\mid y)^w\\, p(v)^{1 - w}`:
+    ``w = 1`` is the conditional model itself, ``w = 0`` the unconditional
+    one, and ``w > 1`` favours the levels that the class ``y`` makes more
+    likely than they are for digits in general (for ``w > 1`` this is
+    :math:`p(v \\mid y)\\, (p(v \\mid y) / p(v))^{w - 1}`, the conditional
+    distribution re-weighted by the likelihood ratio). A level that either
+    model rules out (probability 0) stays ruled out. The result feeds any
+    rule of this module (temperature, top-k, top-p).
+
+    Args:
+        cond_logits: ``(..., V)`` float, logits of the conditional model.
+        uncond_logits: ``(..., V)`` float, the same shape.
+        weight: finite ``w >= 0``.
+
+    Returns:
+        ``(..., V)`` float64 logits ``g`` (finite where both models give the
+        level a non-zero probability, ``-inf`` elsewhere).
+    """
+    weight = check_guidance(weight)
+    if not isinstance(uncond_logits, np.ndarray) or not isinstance(
+            cond_logits, np.ndarray) or cond_logits.shape != uncond_logits.shape:
+        raise ValueError(
+            "guidance needs conditional and unconditional logits of one shape, got "
+            f"{getattr(cond_logits, 'shape', type(cond_logits).__name__)} and "
+            f"{getattr(uncond_logits, 'shape', type(uncond_logits).__name__)}")
+    log_c = _log_probs(cond_logits)
+    log_u = _log_probs(uncond_logits)
+    ruled_out = np.isneginf(log_c) | np.isneginf(log_u)
+    with np.errstate(invalid="ignore"):
+        guided = weight * log_c + (1.0 - weight) * log_u
+    guided[ruled_out] = -np.inf
+    if np.isneginf(guided).all(axis=-1).any():
+        raise ValueError(
+            "guidance: the two models rule out every level of a row between them")
+    return guided
 
 
 def greedy(logits):
