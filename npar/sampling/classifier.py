@@ -1,8 +1,9 @@
-"""A small digit classifier, to check that class-conditional samples show
-the class they were asked for.
+"""Small digit classifiers, to check that class-conditional samples show
+the class they were asked for. Both are trained here, on MNIST, in seconds
+to a few minutes on a CPU: no pretrained network, nothing downloaded.
 
-Multinomial logistic regression on pixel intensities, trained in a few
-seconds with NumPy (no pretrained network, nothing downloaded). With
+Multinomial logistic regression (:func:`fit_digit_classifier`) on pixel
+intensities; with
 ``x`` an image flattened to ``D = C H W`` values in ``[0, 1]``:
 
 .. math::  p(y = k \\mid x) = \\mathrm{softmax}(W x + b)_k,
@@ -14,13 +15,31 @@ images with one-hot targets ``Y`` and probabilities ``P`` is
 .. math::  \\partial L / \\partial W = (P - Y)^\\top X / B + \\lambda W,\\qquad
            \\partial L / \\partial b = \\textstyle\\sum_r (P - Y)_r / B .
 
-On MNIST it reaches about 90% test accuracy.
+On MNIST it reaches about 91% test accuracy.
+
+A small convolutional network (:func:`fit_cnn_digit_classifier`), built
+from npar's own 2-D convolution (:mod:`npar.ops.conv2d`), makes fewer
+mistakes on real digits (about 98% test accuracy). With ``x`` the
+``(N, 1, 28, 28)`` image in ``[0, 1]`` and ``pool`` the mean over 2 x 2
+blocks:
+
+.. math::  a_1 = W_1 * x + b_1,\\quad h_1 = \\mathrm{pool}(\\mathrm{relu}(a_1))
+           \\quad (N, 16, 14, 14),
+
+           a_2 = W_2 * h_1 + b_2,\\quad h_2 = \\mathrm{pool}(\\mathrm{relu}(a_2))
+           \\quad (N, 32, 7, 7),
+
+           p(y = k \\mid x) = \\mathrm{softmax}(W_3\\, \\mathrm{vec}(h_2) + b_3)_k,
+
+with 5 x 5 kernels padded by 2 (so a convolution keeps the size), trained
+with Adam on the mean cross-entropy.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from npar.ops.conv2d import conv2d_backward, conv2d_forward
 from npar.ops.softmax import log_softmax
 
 
@@ -90,3 +109,131 @@ def fit_digit_classifier(images, labels, classes=10, epochs=5, batch_size=100,
             w -= lr * (delta.T @ batch + l2 * w)
             b -= lr * delta.sum(axis=0)
     return DigitClassifier(w, b)
+
+
+# ---- the convolutional reader --------------------------------------------------
+
+CNN_CHANNELS = (16, 32)
+CNN_KERNEL = 5
+
+
+def _pool(a):
+    # (N, C, H, W) -> (N, C, H / 2, W / 2), the mean of each 2 x 2 block.
+    n, c, h, w = a.shape
+    return a.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
+
+
+def _unpool(d):
+    # The adjoint of _pool: each gradient spread evenly over its block.
+    return np.repeat(np.repeat(d, 2, axis=2), 2, axis=3) * 0.25
+
+
+def _cnn_forward(params, x):
+    # x (N, 1, H, W) -> logits (N, K) and what the backward pass needs.
+    pad = CNN_KERNEL // 2
+    a1, conv1 = conv2d_forward(x, params["w1"], params["b1"], padding=pad)
+    h1 = _pool(np.maximum(a1, 0))
+    a2, conv2 = conv2d_forward(h1, params["w2"], params["b2"], padding=pad)
+    h2 = _pool(np.maximum(a2, 0))
+    flat = h2.reshape(len(x), -1)
+    logits = flat @ params["w3"].T + params["b3"]
+    return logits, (a1, conv1, a2, conv2, flat, h2.shape)
+
+
+def cnn_loss_and_grads(params, x, labels):
+    """Mean cross-entropy of the convolutional reader on ``x`` ``(N, 1, H, W)``
+    (float, in ``[0, 1]``) with ``labels`` ``(N,)``, and its gradient with
+    respect to every parameter (a dict like ``params``)."""
+    logits, (a1, conv1, a2, conv2, flat, pooled_shape) = _cnn_forward(params, x)
+    log_p = log_softmax(logits, axis=1)
+    rows = np.arange(len(labels))
+    loss = -float(np.mean(log_p[rows, labels]))
+    delta = np.exp(log_p)
+    delta[rows, labels] -= 1.0
+    delta /= len(labels)
+    grads = {"w3": delta.T @ flat, "b3": delta.sum(axis=0)}
+    d_h2 = (delta @ params["w3"]).reshape(pooled_shape)
+    d_a2 = _unpool(d_h2) * (a2 > 0)
+    d_h1, grads["w2"], grads["b2"] = conv2d_backward(d_a2, conv2)
+    d_a1 = _unpool(d_h1) * (a1 > 0)
+    _, grads["w1"], grads["b1"] = conv2d_backward(d_a1, conv1, need_dx=False)
+    return loss, grads
+
+
+def init_cnn_params(image_shape=(1, 28, 28), classes=10, seed=0, dtype=np.float32):
+    """He-initialised parameters of the convolutional reader for images of
+    ``image_shape`` ``(C, H, W)`` (``H`` and ``W`` divisible by 4)."""
+    c, h, w = image_shape
+    if h % 4 or w % 4:
+        raise ValueError(f"the reader pools twice by 2: H and W must be multiples "
+                         f"of 4, got {h} x {w}")
+    rng = np.random.default_rng(seed)
+    c1, c2 = CNN_CHANNELS
+    k = CNN_KERNEL
+    flat = c2 * (h // 4) * (w // 4)
+    params = {
+        "w1": rng.normal(0, np.sqrt(2 / (c * k * k)), (c1, c, k, k)),
+        "b1": np.zeros(c1),
+        "w2": rng.normal(0, np.sqrt(2 / (c1 * k * k)), (c2, c1, k, k)),
+        "b2": np.zeros(c2),
+        "w3": rng.normal(0, np.sqrt(1 / flat), (classes, flat)),
+        "b3": np.zeros(classes),
+    }
+    return {name: value.astype(dtype) for name, value in params.items()}
+
+
+@dataclass
+class CNNDigitClassifier:
+    """The trained convolutional reader; ``params`` as from
+    :func:`init_cnn_params`."""
+
+    params: dict
+
+    def log_probs(self, images, batch_size=1000):
+        """``(N, K)`` log-probabilities of the classes of ``(N, C, H, W)``
+        uint8 images."""
+        x = _features(images).reshape(np.shape(images)).astype(np.float32)
+        out = [log_softmax(_cnn_forward(self.params, x[s:s + batch_size])[0], axis=1)
+               for s in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.params["b3"])))
+
+    def predict(self, images):
+        """``(N,)`` most probable class of each image."""
+        return np.argmax(self.log_probs(images), axis=1)
+
+    def accuracy(self, images, labels):
+        """Share of ``images`` classified as their ``labels``."""
+        return float(np.mean(self.predict(images) == np.asarray(labels)))
+
+
+def fit_cnn_digit_classifier(images, labels, classes=10, epochs=2, batch_size=64,
+                             lr=2e-3, seed=0):
+    """Train a :class:`CNNDigitClassifier` (see the module docstring) with
+    Adam; batches follow a permutation from
+    ``numpy.random.default_rng(seed)`` per epoch.
+
+    Args:
+        images: ``(N, C, H, W)`` uint8, ``H`` and ``W`` multiples of 4.
+        labels: ``(N,)`` integers in ``0..classes-1``.
+
+    Returns:
+        the classifier.
+    """
+    from npar.train.optim import Adam
+
+    x = _features(images).reshape(np.shape(images))
+    labels = np.asarray(labels).astype(np.int64)
+    if labels.shape != (len(x),):
+        raise ValueError(f"labels must have shape ({len(x)},), got {labels.shape}")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"labels must lie in 0..{classes - 1}")
+    params = init_cnn_params(x.shape[1:], classes, seed)
+    optimizer = Adam(lr)
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), batch_size):
+            chosen = order[start:start + batch_size]
+            _, grads = cnn_loss_and_grads(params, x[chosen], labels[chosen])
+            optimizer.step(params, grads)
+    return CNNDigitClassifier(params)
