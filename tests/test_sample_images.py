@@ -151,6 +151,20 @@ def test_sample_command_with_guidance(checkpoints, capsys):
         assert main(["sample", conditional, "--class", "1", "--size", "3", "3",
                      "--out", str(out), "--no-progress", *options]) == 1
         assert message in capsys.readouterr().err
+    # Models trained on different sizes: refused unless --size names one.
+    small = GatedPixelCNN.default_config()
+    small.update(channels=4, layers=2, head_channels=8, image_size=[8, 8])
+    save(GatedPixelCNN(small, seed=1), checkpoints / "small.npz")
+    options = ["sample", conditional, "--class", "1", "--guidance", "2",
+               "--unconditional", str(checkpoints / "small.npz"), "--out", str(out),
+               "--no-progress"]
+    assert main(options) == 1
+    assert "give --size H W" in capsys.readouterr().err
+    assert main(options + ["--size", "4", "4"]) == 0
+    # The weight is checked before the unconditional checkpoint is read.
+    assert main(["sample", conditional, "--guidance", "nan", "--unconditional",
+                 str(checkpoints / "missing.npz"), "--out", str(out)]) == 1
+    assert "w = nan" in capsys.readouterr().err
     assert main(["sample", gated, "--guidance", "2", "--unconditional", gated,
                  "--out", str(out), "--no-progress"]) == 1
     assert "needs a class-conditional model" in capsys.readouterr().err

@@ -300,6 +300,13 @@ def test_bad_guidance_weight_is_an_error_quoting_it(w, error):
         guided_logits(np.zeros(3), np.zeros(3), w)
 
 
+def test_guidance_so_large_that_it_overflows_is_an_error():
+    cond, uncond = np.log([0.5, 0.3, 0.2]), np.log([0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="w = 1.7e[+]?308 makes the guided logits "
+                       "overflow"):
+        guided_logits(cond, uncond, 1.7e308)
+
+
 def test_guidance_needs_logits_of_one_shape_and_a_possible_level():
     with pytest.raises(ValueError, match=r"one shape, got \(3,\) and \(4,\)"):
         guided_logits(np.zeros(3), np.zeros(4), 2.0)

@@ -8,6 +8,7 @@ from npar.commands import check_positive
 from npar.models.io import load
 from npar.sampling.images import save_grid, save_growth_strip
 from npar.sampling.pixelcnn import ENGINES, generate, image_size
+from npar.sampling.strategies import check_guidance
 
 
 def add_parser(subparsers):
@@ -97,6 +98,7 @@ def run(args):
         if args.guidance is None or args.unconditional is None:
             raise ValueError("--guidance and --unconditional go together: give "
                              "both, or neither")
+        check_guidance(args.guidance)
         if not model.config.get("classes"):
             raise ValueError(
                 f"--guidance needs a class-conditional model; {args.checkpoint} "
@@ -106,11 +108,12 @@ def run(args):
             raise ValueError(
                 f"--unconditional {args.unconditional} holds a {unconditional.kind!r} "
                 "model, not a PixelCNN")
-        if tuple(image_size(unconditional)) != tuple(image_size(model)):
+        if args.size is None and tuple(image_size(unconditional)) != tuple(
+                image_size(model)):
             raise ValueError(
                 f"--unconditional {args.unconditional} was trained on "
                 f"{image_size(unconditional)} images, {args.checkpoint} on "
-                f"{image_size(model)}")
+                f"{image_size(model)}; give --size H W to draw both at one size")
     n_images = args.n if labels is None else len(labels)
     height, width = args.size or image_size(model)
     snapshot_every = None

@@ -32,7 +32,8 @@ blocks:
            p(y = k \\mid x) = \\mathrm{softmax}(W_3\\, \\mathrm{vec}(h_2) + b_3)_k,
 
 with 5 x 5 kernels padded by 2 (so a convolution keeps the size), trained
-with Adam on the mean cross-entropy.
+with Adam on the mean cross-entropy. (Any ``C`` and any ``H``, ``W`` that
+are multiples of 4 work the same way.)
 """
 
 from dataclasses import dataclass
@@ -43,13 +44,22 @@ from npar.ops.conv2d import conv2d_backward, conv2d_forward
 from npar.ops.softmax import log_softmax
 
 
-def _features(images):
+def _check_images(images):
     images = np.asarray(images)
     if images.dtype.kind not in "iu" or images.ndim != 4:
         raise ValueError(
             "images must be integer (N, C, H, W) arrays in 0..255, got "
             f"{images.dtype} {images.shape}"
         )
+    if images.size and (images.min() < 0 or images.max() > 255):
+        raise ValueError(
+            f"images must lie in 0..255, got values from {images.min()} to "
+            f"{images.max()}")
+    return images
+
+
+def _features(images):
+    images = _check_images(images)
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
@@ -140,10 +150,37 @@ def _cnn_forward(params, x):
     return logits, (a1, conv1, a2, conv2, flat, h2.shape)
 
 
+def _check_labels(labels, n_images, classes):
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != (n_images,):
+        raise ValueError(f"labels must have shape ({n_images},), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must lie in 0..{classes - 1}, got values from "
+                         f"{labels.min()} to {labels.max()}")
+    return labels.astype(np.int64)
+
+
+def _check_input_shape(params, shape):
+    # The reader's weights fix C, and H W through the size of W_3.
+    c_in = params["w1"].shape[1]
+    flat = params["w3"].shape[1]
+    h, w = shape[2], shape[3]
+    if shape[1] != c_in or h % 4 or w % 4 or (
+            CNN_CHANNELS[1] * (h // 4) * (w // 4) != flat):
+        raise ValueError(
+            f"this reader takes (N, {c_in}, H, W) images with H W = "
+            f"{flat // CNN_CHANNELS[1] * 16} pixels (H and W multiples of 4), got "
+            f"shape {tuple(shape)}")
+
+
 def cnn_loss_and_grads(params, x, labels):
-    """Mean cross-entropy of the convolutional reader on ``x`` ``(N, 1, H, W)``
+    """Mean cross-entropy of the convolutional reader on ``x`` ``(N, C, H, W)``
     (float, in ``[0, 1]``) with ``labels`` ``(N,)``, and its gradient with
     respect to every parameter (a dict like ``params``)."""
+    _check_input_shape(params, x.shape)
+    labels = _check_labels(labels, len(x), len(params["b3"]))
     logits, (a1, conv1, a2, conv2, flat, pooled_shape) = _cnn_forward(params, x)
     log_p = log_softmax(logits, axis=1)
     rows = np.arange(len(labels))
@@ -161,12 +198,13 @@ def cnn_loss_and_grads(params, x, labels):
 
 
 def init_cnn_params(image_shape=(1, 28, 28), classes=10, seed=0, dtype=np.float32):
-    """He-initialised parameters of the convolutional reader for images of
+    """Fresh parameters of the convolutional reader (normal, variance 2 /
+    fan-in for the convolutions, 1 / fan-in for the last layer) for images of
     ``image_shape`` ``(C, H, W)`` (``H`` and ``W`` divisible by 4)."""
     c, h, w = image_shape
-    if h % 4 or w % 4:
-        raise ValueError(f"the reader pools twice by 2: H and W must be multiples "
-                         f"of 4, got {h} x {w}")
+    if c < 1 or h < 4 or w < 4 or h % 4 or w % 4:
+        raise ValueError(f"the reader pools twice by 2: H and W must be positive "
+                         f"multiples of 4 and C >= 1, got C={c}, {h} x {w}")
     rng = np.random.default_rng(seed)
     c1, c2 = CNN_CHANNELS
     k = CNN_KERNEL
@@ -192,10 +230,17 @@ class CNNDigitClassifier:
     def log_probs(self, images, batch_size=1000):
         """``(N, K)`` log-probabilities of the classes of ``(N, C, H, W)``
         uint8 images."""
-        x = _features(images).reshape(np.shape(images)).astype(np.float32)
-        out = [log_softmax(_cnn_forward(self.params, x[s:s + batch_size])[0], axis=1)
-               for s in range(0, len(x), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.params["b3"])))
+        images = _check_images(images)
+        _check_input_shape(self.params, images.shape)
+        if isinstance(batch_size, bool) or not isinstance(
+                batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        dtype = self.params["w1"].dtype
+        out = [np.zeros((0, len(self.params["b3"])))]
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].astype(dtype) / 255.0
+            out.append(log_softmax(_cnn_forward(self.params, x)[0], axis=1))
+        return np.concatenate(out)
 
     def predict(self, images):
         """``(N,)`` most probable class of each image."""
@@ -221,12 +266,16 @@ def fit_cnn_digit_classifier(images, labels, classes=10, epochs=2, batch_size=64
     """
     from npar.train.optim import Adam
 
-    x = _features(images).reshape(np.shape(images))
-    labels = np.asarray(labels).astype(np.int64)
-    if labels.shape != (len(x),):
-        raise ValueError(f"labels must have shape ({len(x)},), got {labels.shape}")
-    if labels.min() < 0 or labels.max() >= classes:
-        raise ValueError(f"labels must lie in 0..{classes - 1}")
+    images = _check_images(images)
+    if len(images) == 0:
+        raise ValueError("no images to train the reader on")
+    for name, value in (("classes", classes), ("epochs", epochs),
+                        ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    labels = _check_labels(labels, len(images), classes)
+    x = images.astype(np.float32) / 255.0
     params = init_cnn_params(x.shape[1:], classes, seed)
     optimizer = Adam(lr)
     rng = np.random.default_rng(seed)

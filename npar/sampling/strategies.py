@@ -137,12 +137,14 @@ def guided_logits(cond_logits, uncond_logits, weight):
     with both distributions the softmax of their logits, ``z^y`` and ``z``.
     As logits, ``g`` gives :math:`\\pi_v \\propto p(v \\mid y)^w\\, p(v)^{1 - w}`:
     ``w = 1`` is the conditional model itself, ``w = 0`` the unconditional
-    one, and ``w > 1`` favours the levels that the class ``y`` makes more
-    likely than they are for digits in general (for ``w > 1`` this is
+    one (wherever neither model rules a level out), and ``w > 1`` favours
+    the levels that the class ``y`` makes more likely than they are for
+    digits in general (for ``w > 1`` this is
     :math:`p(v \\mid y)\\, (p(v \\mid y) / p(v))^{w - 1}`, the conditional
     distribution re-weighted by the likelihood ratio). A level that either
-    model rules out (probability 0) stays ruled out. The result feeds any
-    rule of this module (temperature, top-k, top-p).
+    model rules out (probability 0) stays ruled out, whatever ``w``. The
+    result feeds any rule of this module (temperature, top-k, top-p). A
+    weight so large that ``g`` overflows is an error.
 
     Args:
         cond_logits: ``(..., V)`` float, logits of the conditional model.
@@ -163,8 +165,12 @@ def guided_logits(cond_logits, uncond_logits, weight):
     log_c = _log_probs(cond_logits)
     log_u = _log_probs(uncond_logits)
     ruled_out = np.isneginf(log_c) | np.isneginf(log_u)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         guided = weight * log_c + (1.0 - weight) * log_u
+    if not np.isfinite(guided[~ruled_out]).all():
+        raise ValueError(
+            f"guidance w = {weight!r} makes the guided logits overflow; use a "
+            "smaller w (2 to 3 is usual)")
     guided[ruled_out] = -np.inf
     if np.isneginf(guided).all(axis=-1).any():
         raise ValueError(
