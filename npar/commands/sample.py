@@ -40,8 +40,8 @@ def add_parser(subparsers):
     p.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="guide a class-conditional model by an unconditional one "
                    "(--unconditional): draw from w log p(.|class) + (1 - w) "
-                   "log p(.); 1 is the conditional model alone, 2 to 3 makes the "
-                   "class clearer")
+                   "log p(.); 1 is the conditional model alone; on MNIST digits 2 "
+                   "showed the class best (docs/sampling.md)")
     p.add_argument("--unconditional", default=None, metavar="CKPT",
                    help="unconditional PixelCNN checkpoint for --guidance")
     p.add_argument("--steps-png", default=None,
