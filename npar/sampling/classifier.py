@@ -58,6 +58,18 @@ def _check_images(images):
     return images
 
 
+def _check_labels(labels, n_images, classes):
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != (n_images,):
+        raise ValueError(f"labels must have shape ({n_images},), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must lie in 0..{classes - 1}, got values from "
+                         f"{labels.min()} to {labels.max()}")
+    return labels.astype(np.int64)
+
+
 def _features(images):
     images = _check_images(images)
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
@@ -99,11 +111,7 @@ def fit_digit_classifier(images, labels, classes=10, epochs=5, batch_size=100,
         the classifier.
     """
     x = _features(images)
-    labels = np.asarray(labels).astype(np.int64)
-    if labels.shape != (len(x),):
-        raise ValueError(f"labels must have shape ({len(x)},), got {labels.shape}")
-    if labels.min() < 0 or labels.max() >= classes:
-        raise ValueError(f"labels must lie in 0..{classes - 1}")
+    labels = _check_labels(labels, len(x), classes)
     rng = np.random.default_rng(seed)
     w = np.zeros((classes, x.shape[1]), np.float32)
     b = np.zeros(classes, np.float32)
@@ -148,18 +156,6 @@ def _cnn_forward(params, x):
     flat = h2.reshape(len(x), -1)
     logits = flat @ params["w3"].T + params["b3"]
     return logits, (a1, conv1, a2, conv2, flat, h2.shape)
-
-
-def _check_labels(labels, n_images, classes):
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
-    if labels.shape != (n_images,):
-        raise ValueError(f"labels must have shape ({n_images},), got {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise ValueError(f"labels must lie in 0..{classes - 1}, got values from "
-                         f"{labels.min()} to {labels.max()}")
-    return labels.astype(np.int64)
 
 
 def _check_input_shape(params, shape):

@@ -33,6 +33,8 @@ Logits may be ``-inf`` (a level that is ruled out) but not NaN or ``+inf``.
 
 import numpy as np
 
+from npar.ops.softmax import log_softmax
+
 # Top-p counts a set whose probability is within this of p as reaching p,
 # so that p = 0.8 lands on the boundary of probabilities 0.5 and 0.3 even
 # though their rounded sum may be 0.7999999999999999.
@@ -122,11 +124,9 @@ def check_guidance(weight):
 
 
 def _log_probs(logits):
-    # log softmax in float64; -inf stays -inf (a level ruled out).
-    mu = _check_logits(logits)
-    shifted = logits.astype(np.float64) - mu
-    with np.errstate(divide="ignore"):
-        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    # log softmax in float64, after the checks; -inf stays -inf (ruled out).
+    _check_logits(logits)
+    return log_softmax(logits.astype(np.float64), axis=-1)
 
 
 def guided_logits(cond_logits, uncond_logits, weight):
