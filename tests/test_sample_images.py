@@ -7,7 +7,7 @@ from PIL import Image
 from npar.cli import main
 from npar.models.io import load, save
 from npar.models.pixelcnn import GatedPixelCNN, PixelCNN
-from npar.sampling.images import growth_frames, image_grid, save_grid
+from npar.sampling.images import growth_frames, image_grid, save_grid, save_png
 from npar.sampling.pixelcnn import generate
 
 
@@ -202,5 +202,38 @@ def test_sample_command_reports_an_unwritable_out_in_one_line(checkpoints,
     assert main(["sample", str(checkpoints / "gated.npz"), "--n", "1", "--size",
                  "2", "2", "--out", str(folder), "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("npar sample: error: ") and "Is a directory" in err
+    assert err.startswith("npar sample: error: ")
+    assert f"--out {folder} is a folder" in err
     assert err.count("\n") == 1
+
+
+def test_sample_command_checks_steps_png_before_writing_anything(checkpoints,
+                                                                 capsys):
+    folder = checkpoints / "frames"
+    folder.mkdir()
+    out = checkpoints / "main.png"
+    assert main(["sample", str(checkpoints / "gated.npz"), "--n", "1", "--size",
+                 "2", "2", "--out", str(out), "--steps-png", str(folder),
+                 "--no-progress"]) == 1
+    assert f"--steps-png {folder} is a folder" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_save_png_is_atomic(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    path = tmp_path / "grid.png"
+    old = np.full((2, 3), 7, np.uint8)
+    save_png(old, path)
+
+    def failing_save(self, fp, format=None, **kwargs):
+        with open(fp, "wb") as handle:
+            handle.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(PILImage.Image, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_png(np.zeros((4, 4), np.uint8), path)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(np.array(Image.open(path)), old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]

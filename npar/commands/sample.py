@@ -1,5 +1,6 @@
 """``npar sample CKPT``: draw images from a (Gated) PixelCNN into a PNG grid."""
 
+import os
 import time
 
 import numpy as np
@@ -93,6 +94,9 @@ def run(args):
             f"npar sample draws images from PixelCNN checkpoints; "
             f"{args.checkpoint} holds a {model.kind!r} model (use npar generate)")
     labels, columns = _labels(model, args)
+    for option, path in (("--out", args.out), ("--steps-png", args.steps_png)):
+        if path is not None and os.path.isdir(path):
+            raise ValueError(f"{option} {path} is a folder; give a PNG file name")
     unconditional = None
     if args.guidance is not None or args.unconditional is not None:
         if args.guidance is None or args.unconditional is None:

@@ -122,12 +122,24 @@ def growth_frames(snapshots, steps, index=0, levels=256, undrawn=SEPARATOR):
 
 
 def save_png(picture, path):
-    """Write a ``(H, W)`` or ``(H, W, 3)`` uint8 array to ``path`` as PNG."""
+    """Write a ``(H, W)`` or ``(H, W, 3)`` uint8 array to ``path`` as PNG,
+    through a temporary file renamed over ``path``: a reader sees the old
+    picture or the new one, and a failed write leaves neither a half-written
+    picture nor the temporary file."""
     from PIL import Image
 
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write a PNG to {path}: it is a folder")
+    folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(picture)).save(path, format="PNG")
+    tmp = path + ".tmp"
+    try:
+        Image.fromarray(np.ascontiguousarray(picture)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 
