@@ -227,8 +227,7 @@ def test_save_png_is_atomic(tmp_path, monkeypatch):
     save_png(old, path)
 
     def failing_save(self, fp, format=None, **kwargs):
-        with open(fp, "wb") as handle:
-            handle.write(b"\x89PNG half")
+        fp.write(b"\x89PNG half")  # half a picture, then the disk is full
         raise OSError("disk full")
 
     monkeypatch.setattr(PILImage.Image, "save", failing_save)

@@ -5,7 +5,6 @@ This module holds the checks of option values that several commands share.
 
 import json
 import math
-import os
 
 
 def check_positive(options, keys, integer=True, allow_zero=False):
@@ -42,14 +41,11 @@ def check_resume_options(args, saved, keys, checkpoint_path):
 
 
 def write_json_atomic(data, path):
-    """Write ``data`` as JSON to ``path`` through a temporary file renamed
-    over it: a reader sees the old file or the new one, never half of one,
-    and a failed write leaves no temporary file behind."""
-    tmp = os.fspath(path) + ".tmp"
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``data`` as JSON to ``path`` with
+    :func:`npar.models.io.atomic_write`: a reader sees the old file or the
+    new one, never half of one, and a failed write leaves no temporary
+    file behind."""
+    from npar.models.io import atomic_write
+
+    text = json.dumps(data, indent=2)  # fails before anything is written
+    atomic_write(path, lambda handle: handle.write(text.encode()), suffix=".json")

@@ -43,22 +43,25 @@ def _import_models():
         pass
 
 
-def atomic_write_npz(path, arrays):
-    """Write ``arrays`` (a dict) to ``path`` as ``.npz`` atomically: a
-    temporary file in the same folder, flushed and fsynced, then renamed over
-    ``path``, so a crash leaves either the old file or the new one."""
+def atomic_write(path, write, suffix=""):
+    """Write a file atomically: ``write(handle)`` fills a temporary file (a
+    binary handle) in the same folder, which is flushed, fsynced and renamed
+    over ``path``. A crash or a failed ``write`` leaves the old file or
+    nothing, and never the temporary file; an ``OSError`` (a full disk, say)
+    is raised again naming ``path``. Checkpoints, metrics and pictures are
+    all written this way."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
         # mkstemp makes the file private (0600); give it the permissions of a
-        # file opened normally (0666 less the umask), like metrics.json.
+        # file opened normally (0666 less the umask).
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -71,6 +74,12 @@ def atomic_write_npz(path, arrays):
             raise OSError(error.errno, f"could not write {path} ({kept}): "
                           f"{error.strerror or error}") from error
         raise
+
+
+def atomic_write_npz(path, arrays):
+    """Write ``arrays`` (a dict) to ``path`` as ``.npz`` with
+    :func:`atomic_write`."""
+    atomic_write(path, lambda handle: np.savez(handle, **arrays), suffix=".npz")
 
 
 def model_arrays(model):

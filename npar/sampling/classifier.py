@@ -147,7 +147,7 @@ def _unpool(d):
 
 
 def _cnn_forward(params, x):
-    # x (N, 1, H, W) -> logits (N, K) and what the backward pass needs.
+    # x (N, C, H, W) -> logits (N, K) and what the backward pass needs.
     pad = CNN_KERNEL // 2
     a1, conv1 = conv2d_forward(x, params["w1"], params["b1"], padding=pad)
     h1 = _pool(np.maximum(a1, 0))

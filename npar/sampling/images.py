@@ -123,23 +123,19 @@ def growth_frames(snapshots, steps, index=0, levels=256, undrawn=SEPARATOR):
 
 def save_png(picture, path):
     """Write a ``(H, W)`` or ``(H, W, 3)`` uint8 array to ``path`` as PNG,
-    through a temporary file renamed over ``path``: a reader sees the old
+    atomically (:func:`npar.models.io.atomic_write`): a reader sees the old
     picture or the new one, and a failed write leaves neither a half-written
-    picture nor the temporary file."""
+    picture nor a temporary file."""
     from PIL import Image
+
+    from npar.models.io import atomic_write
 
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot write a PNG to {path}: it is a folder")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    try:
-        Image.fromarray(np.ascontiguousarray(picture)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    image = Image.fromarray(np.ascontiguousarray(picture))
+    atomic_write(path, lambda handle: image.save(handle, format="PNG"),
+                 suffix=".png")
     return path
 
 
