@@ -29,13 +29,16 @@ needs_wavenet = pytest.mark.skipif(WaveNet is None, reason="no npar.models.waven
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def image_model(cls, image_channels=1, layers=2, seed=0, levels=16, classes=0):
+def image_model(cls, image_channels=1, layers=2, seed=0, levels=16, classes=0,
+                embedding=0):
     config = dict(cls.default_config(), image_channels=image_channels,
                   channels=2 * image_channels if image_channels > 1 else 4,
                   layers=layers, kernel=3, first_kernel=5,
                   head_channels=3 * image_channels, levels=levels)
     if classes:
         config["classes"] = classes
+    if embedding:
+        config["embedding"] = embedding
     return cls(config, seed=seed)
 
 
@@ -80,6 +83,11 @@ MODELS = [
     pytest.param(lambda: wavenet_model(1), id="wavenet", marks=needs_wavenet),
     pytest.param(lambda: wavenet_model(2), id="wavenet-2-stacks",
                  marks=needs_wavenet),
+    pytest.param(lambda: image_model(GatedPixelCNN, 3, embedding=2),
+                 id="gated-rgb-embedding"),
+    # (seed 0 of this tiny model starts with every head unit dead.)
+    pytest.param(lambda: image_model(PixelCNN, 1, embedding=3, seed=1),
+                 id="plain-grey-embedding"),
 ]
 
 
@@ -288,7 +296,7 @@ def test_pytorch_masks_rebuilt_from_the_rule_equal_npar_masks(cls, image_channel
                 row.npar
 
 
-@pytest.mark.parametrize("make", MODELS[:6])
+@pytest.mark.parametrize("make", MODELS[:6] + MODELS[7:])
 def test_torch_state_dict_file_round_trip(make, tmp_path):
     """.pt written by npar loads strictly into the idiomatic module, and the
     module's own state_dict, saved by torch, imports back exactly."""

@@ -12,13 +12,14 @@ LEVELS = 4
 
 
 def tiny(cls, image_channels=1, layers=2, kernel=3, first_kernel=3, seed=0,
-         channels=None, head_channels=None):
+         channels=None, head_channels=None, embedding=0):
     config = cls.default_config()
     config.update(image_channels=image_channels,
                   channels=channels or (2 * image_channels if image_channels > 1
                                         else 4),
                   layers=layers, kernel=kernel, first_kernel=first_kernel,
-                  head_channels=head_channels or 3 * image_channels, levels=LEVELS)
+                  head_channels=head_channels or 3 * image_channels, levels=LEVELS,
+                  embedding=embedding)
     return cls(config, seed=seed).astype(np.float64)
 
 
@@ -34,8 +35,9 @@ def causal_cases(draw):
     q = (draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1)))
     q_channel = draw(st.integers(0, image_channels - 1))
     seed = draw(st.integers(0, 2**31))
+    embedding = draw(st.sampled_from([0, 0, 2]))
     return cls, image_channels, layers, kernel, first_kernel, (height, width), q, \
-        q_channel, seed
+        q_channel, seed, embedding
 
 
 @settings(max_examples=200)
@@ -43,9 +45,12 @@ def causal_cases(draw):
 def test_logits_ignore_inputs_at_and_after_their_position(case):
     """Changing x at sub-pixel (q, c) leaves every logit at positions before q,
     and at q for colours <= c, unchanged: by perturbation and by the model's
-    own input gradient."""
-    cls, channels, layers, kernel, first_kernel, size, q, q_channel, seed = case
-    model = tiny(cls, channels, layers, kernel, first_kernel, seed % 1000)
+    own input gradient; with and without a level embedding (whose path the
+    perturbation sees; the gradient is the scaled value's)."""
+    cls, channels, layers, kernel, first_kernel, size, q, q_channel, seed, \
+        embedding = case
+    model = tiny(cls, channels, layers, kernel, first_kernel, seed % 1000,
+                 embedding=embedding)
     rng = np.random.default_rng(seed)
     x = rng.integers(0, LEVELS, (1, channels) + size)
     x2 = x.copy()

@@ -19,9 +19,9 @@ from npar.train.loop import TrainingDiverged, evaluate_nll, fit
 from npar.train.optim import SGD, Adam, clip_by_global_norm
 
 
-def small_model(seed=0):
+def small_model(seed=0, embedding=0):
     config = {**GatedPixelCNN.default_config(), "channels": 8, "layers": 2,
-              "head_channels": 16}
+              "head_channels": 16, "embedding": embedding}
     return GatedPixelCNN(config, seed=seed)
 
 
@@ -31,9 +31,10 @@ def mnist_small():
     return images[:2000, :, :14, :14], labels[:2000]
 
 
-def test_loss_falls_on_real_mnist(mnist_small):
+@pytest.mark.parametrize("embedding", [0, 4])
+def test_loss_falls_on_real_mnist(mnist_small, embedding):
     images, _ = mnist_small
-    model = small_model()
+    model = small_model(embedding=embedding)
     batch_fn, _ = make_batch_fn(images, 16, seed=0)
     state = fit(model, Adam(3e-3), batch_fn, max_steps=60, progress=False)
     losses = np.array(state["losses"])
@@ -242,6 +243,7 @@ def test_cli_train_eval_and_resume(tmp_path, capsys):
     (["--test-limit", "-5"], "--test-limit must be an integer >= 1, got -5"),
     (["--samples", "-1"], "--samples must be an integer >= 0, got -1"),
     (["--head-channels", "0"], "--head-channels must be an integer >= 1, got 0"),
+    (["--embedding", "-1"], "--embedding must be an integer >= 0, got -1"),
 ])
 def test_cli_train_names_bad_option_values(tmp_path, capsys, option, message):
     # Before: ZeroDivisionError tracebacks, "batch size -4 exceeds the 60000
@@ -387,6 +389,28 @@ def test_cli_train_on_a_crop_at_fewer_levels(tmp_path, capsys):
         assert message in capsys.readouterr().err
     # Refused before anything is written.
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_train_with_a_level_embedding(tmp_path, capsys):
+    out = tmp_path / "embedded"
+    common = ["--channels", "4", "--layers", "1", "--head-channels", "8",
+              "--batch-size", "4", "--test-limit", "3", "--crop", "6",
+              "--no-progress", "--out", str(out)]
+    assert main(["train", "pixelcnn", "--embedding", "3", "--max-steps", "2",
+                 "--samples", "2", *common]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["embedding"] == 3
+    model, _ = load_checkpoint(str(out / "checkpoint.npz"))
+    assert model.params["embed.w"].shape == (1, 256, 3)
+    assert main(["eval", str(out / "checkpoint.npz"), "--limit", "3",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    # The embedding is part of the model: a resume may not change it.
+    assert main(["train", "pixelcnn", "--resume", "--embedding", "2",
+                 "--max-steps", "3", "--samples", "0", *common]) == 1
+    assert "--embedding 2 (the run has 3)" in capsys.readouterr().err
+    assert main(["train", "pixelcnn", "--resume", "--embedding", "3",
+                 "--max-steps", "3", "--samples", "0", *common]) == 0
 
 
 def test_central_crop_takes_the_middle_window():

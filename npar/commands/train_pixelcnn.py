@@ -32,7 +32,7 @@ MNIST_SIZE = 28
 DEFAULTS = dict(model="gated", channels=None, layers=None, kernel=None,
                 first_kernel=None, head_channels=None, batch_size=32, lr=3e-3,
                 optimizer="adam", clip=1.0, schedule="cosine", time_budget=720.0,
-                conditional=False, crop=None, levels=None)
+                conditional=False, crop=None, levels=None, embedding=None)
 
 
 def add_parser(families):
@@ -47,6 +47,9 @@ def add_parser(families):
     p.add_argument("--kernel", type=int, help="odd kernel size of later layers")
     p.add_argument("--first-kernel", type=int, help="odd kernel of layer 1")
     p.add_argument("--head-channels", type=int, help="channels of the output head")
+    p.add_argument("--embedding", type=int,
+                   help="D: also feed the first layer a learned D-vector per "
+                   "input level (0 = none, the default)")
     p.add_argument("--conditional", action="store_true", default=None,
                    help="class-conditional Gated PixelCNN: the MNIST label adds a "
                    "learned bias inside every gate")
@@ -95,7 +98,8 @@ def _resolve_options(args):
 def _build_model(options, seed):
     cls = GatedPixelCNN if options["model"] == "gated" else PixelCNN
     config = cls.default_config()
-    for key in ("channels", "layers", "kernel", "first_kernel", "head_channels"):
+    for key in ("channels", "layers", "kernel", "first_kernel", "head_channels",
+                "embedding"):
         if options.get(key) is not None:
             config[key] = options[key]
     if options.get("levels") is not None:
@@ -147,7 +151,7 @@ def run(args):
     check_positive(given, ("batch_size", "channels", "layers", "kernel",
                            "first_kernel", "head_channels", "max_steps",
                            "test_limit"))
-    check_positive(given, ("seed", "samples"), allow_zero=True)
+    check_positive(given, ("seed", "samples", "embedding"), allow_zero=True)
     check_positive(given, ("epochs", "time_budget"), integer=False)
     check_positive(given, ("clip",), integer=False, allow_zero=True)
     os.makedirs(out, exist_ok=True)
@@ -175,9 +179,9 @@ def run(args):
         # run really used, so that giving the default explicitly is no change.
         used = {**saved_options, "seed": state.get("seed")}
         for key in ("channels", "layers", "kernel", "first_kernel",
-                    "head_channels", "levels"):
+                    "head_channels", "levels", "embedding"):
             if used.get(key) is None:
-                used[key] = model.config.get(key)
+                used[key] = model.config.get(key, 0 if key == "embedding" else None)
         if used.get("crop") is None:
             used["crop"] = MNIST_SIZE
         check_resume_options(

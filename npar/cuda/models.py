@@ -440,6 +440,10 @@ _DEVICE_MODELS = {GatedPixelCNN: DeviceGatedPixelCNN, PixelCNN: DevicePixelCNN,
 def device_model(model):
     """The device twin of an npar model (a GatedPixelCNN, PixelCNN or
     WaveNet)."""
+    if model.kind != "wavenet":
+        from npar.models.pixelcnn import require_no_embedding
+
+        require_no_embedding(model, "the CUDA backend")
     for cls, device_cls in _DEVICE_MODELS.items():
         if type(model) is cls:
             return device_cls(model)

@@ -15,7 +15,13 @@ and bits per dimension is ``-log p(x) / (C H W log 2)``.
 import numpy as np
 
 from npar.models.io import register
-from npar.nn.layers import Conv2d, Dense, shift_down_backward, shift_down_forward
+from npar.nn.layers import (
+    Conv2d,
+    Dense,
+    Embedding,
+    shift_down_backward,
+    shift_down_forward,
+)
 from npar.ops.activations import (
     gate_backward,
     gate_forward,
@@ -54,6 +60,16 @@ def check_images(x, channels, levels=LEVELS):
     return x
 
 
+def require_no_embedding(model, what):
+    """Raise a clear error when ``what`` (a feature that does not yet map the
+    level embedding) meets a model with one (config ``embedding > 0``)."""
+    if getattr(model, "embedding", 0):
+        raise ValueError(
+            f"{what} does not support the level embedding yet; this "
+            f"{model.kind} has embedding={model.embedding} (train without "
+            f"--embedding to use it)")
+
+
 class _ImageModel:
     """What the two PixelCNNs share: input scaling, the output head, the loss.
 
@@ -70,7 +86,20 @@ class _ImageModel:
         self.config = dict(config)
         self.image_channels = self.config["image_channels"]
         self.levels = self.config.get("levels", LEVELS)
+        embedding = self.config.get("embedding", 0)
+        if isinstance(embedding, bool) or not isinstance(
+                embedding, (int, np.integer)) or embedding < 0:
+            raise ValueError(
+                f"embedding must be an integer >= 0 (0: none), got {embedding!r}")
+        self.embedding = int(embedding)
+        # Channels of the first layer's input: per colour, the scaled value
+        # and its level's D-vector (colour c in block c, as the masks read).
+        self.input_channels = self.image_channels * (1 + self.embedding)
         self._build()
+        if self.embedding:
+            self.embed = Embedding("embed", self.image_channels, self.levels,
+                                   self.embedding)
+            self.layers = self.layers + [self.embed]
         self.params = self.init_params(seed) if params is None else params
         self._check_params()
 
@@ -121,6 +150,25 @@ class _ImageModel:
         # Map levels 0..V-1 to [-1, 1], in the (C, N, H, W) layout used inside.
         scaled = x.astype(self.dtype) * (2.0 / (self.levels - 1)) - 1.0
         return np.ascontiguousarray(scaled.transpose(1, 0, 2, 3))
+
+    def _input_forward(self, params, x):
+        # (N, C, H, W) integers -> the first layer's input (C (1 + D), N, H, W):
+        # per colour its scaled value, then (with an embedding) its D-vector.
+        scaled = self._scale(x)
+        if not self.embedding:
+            return scaled, None
+        vectors, cache = self.embed.forward(params, x)  # (C, D, N, H, W)
+        inputs = np.concatenate([scaled[:, None], vectors], axis=1)
+        return inputs.reshape((-1,) + scaled.shape[1:]), cache
+
+    def _input_backward(self, params, dx, cache):
+        # dx of the first layer's input -> (embedding grads, d scaled value).
+        if not self.embedding:
+            return {}, dx
+        blocks = dx.reshape((self.image_channels, 1 + self.embedding)
+                            + dx.shape[1:])
+        grads = self.embed.backward(params, cache, blocks[:, 1:])
+        return grads, np.ascontiguousarray(blocks[:, 0])
 
     def _head_layers(self, features):
         groups = self.image_channels
@@ -183,7 +231,8 @@ class _ImageModel:
             the cache for :meth:`backward`.
         """
         y = self._one_hot(labels, x.shape[0])
-        features, body_cache = self._body_forward(params, self._scale(x), y)
+        inputs, input_cache = self._input_forward(params, x)
+        features, body_cache = self._body_forward(params, inputs, y)
         shape = features.shape
         head1, head2 = self.head
 
@@ -193,7 +242,7 @@ class _ImageModel:
         hidden, relu2_cache = relu_forward(hidden)
         logits, head2_cache = head2.forward(params, hidden)
         cache = (shape, body_cache, relu1_cache, head1_cache, relu2_cache,
-                 head2_cache)
+                 head2_cache, input_cache)
         return logits, cache
 
     def backward(self, params, cache, dlogits, input_grad=False):
@@ -203,7 +252,8 @@ class _ImageModel:
         returned too, ``(grads, dx)`` with ``dx`` ``(N, C, H, W)``: what the
         causality checks use to ask which inputs one logit depends on.
         """
-        shape, body_cache, relu1_cache, head1_cache, relu2_cache, head2_cache = cache
+        (shape, body_cache, relu1_cache, head1_cache, relu2_cache, head2_cache,
+         input_cache) = cache
         head1, head2 = self.head
 
         dhidden, grads = head2.backward(params, head2_cache, dlogits)
@@ -213,8 +263,11 @@ class _ImageModel:
         dfeatures = relu_backward(np.ascontiguousarray(drows.T).reshape(shape),
                                   relu1_cache)
         body_grads, dx = self._body_backward(params, body_cache, dfeatures,
-                                             input_grad)
+                                             input_grad or self.embedding > 0)
         grads.update(body_grads)
+        if self.embedding:
+            embed_grads, dx = self._input_backward(params, dx, input_cache)
+            grads.update(embed_grads)
         if input_grad:
             return grads, np.ascontiguousarray(dx.transpose(1, 0, 2, 3))
         return grads
@@ -352,7 +405,7 @@ class GatedPixelCNN(_ImageModel):
         self.class_bias = []
         for index in range(cfg["layers"]):
             k = cfg["first_kernel"] if index == 0 else cfg["kernel"]
-            c_in = groups if index == 0 else width
+            c_in = self.input_channels if index == 0 else width
             mask_type = "A" if index == 0 else "B"
             in_g = channel_groups(c_in, groups)
             gate_g = channel_groups(width, groups, repeats=2)
@@ -482,9 +535,10 @@ class PixelCNN(_ImageModel):
                 f"layers must be >= 0 (residual blocks), got {cfg['layers']}")
         width_g = channel_groups(width, groups)
         k0 = cfg["first_kernel"]
-        first_mask = causal_mask((width, groups, k0, k0), "A", width_g,
-                                 channel_groups(groups, groups))
-        self.first = Conv2d("l0", groups, width, (k0, k0),
+        first_mask = causal_mask((width, self.input_channels, k0, k0), "A",
+                                 width_g,
+                                 channel_groups(self.input_channels, groups))
+        self.first = Conv2d("l0", self.input_channels, width, (k0, k0),
                             padding=centred_padding(k0, k0), mask=first_mask)
         self.blocks = []
         k = cfg["kernel"]

@@ -4,6 +4,7 @@ import numpy as np
 
 from npar.ops.conv2d import conv2d_backward, conv2d_forward
 from npar.ops.dense import dense_backward, dense_forward
+from npar.ops.embedding import embedding_backward, embedding_forward
 
 
 def _uniform_fan_in(rng, shape, fan_in, dtype):
@@ -65,6 +66,39 @@ class Conv2d:
         if self.bias:
             grads[self.b_name] = db
         return dx, grads
+
+
+class Embedding:
+    """One learned ``D``-vector per input level and colour: the table
+    ``{name}.w`` ``(C, V, D)``; colour ``c`` of the images ``(N, C, H, W)``
+    reads ``table[c]`` (:mod:`npar.ops.embedding`)."""
+
+    def __init__(self, name, colours, levels, dim):
+        self.name = name
+        self.colours, self.levels, self.dim = colours, levels, dim
+        self.w_name = f"{name}.w"
+        self.mask = None
+
+    def init(self, rng, dtype=np.float32):
+        # The scale of the scaled input, [-1, 1].
+        shape = (self.colours, self.levels, self.dim)
+        return {self.w_name: rng.uniform(-1.0, 1.0, size=shape).astype(dtype)}
+
+    def forward(self, params, x):
+        """``(N, C, H, W)`` integers -> ``(C, D, N, H, W)`` and the cache."""
+        table = params[self.w_name]
+        outs, caches = [], []
+        for c in range(self.colours):
+            out, cache = embedding_forward(x[:, c], table[c])
+            outs.append(out)
+            caches.append(cache)
+        return np.stack(outs), caches
+
+    def backward(self, params, caches, dy):
+        """``dy`` ``(C, D, N, H, W)`` -> ``{name.w: (C, V, D)}``."""
+        dtable = np.stack([embedding_backward(dy[c], cache)
+                           for c, cache in enumerate(caches)])
+        return {self.w_name: dtable}
 
 
 class Dense:

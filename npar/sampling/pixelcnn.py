@@ -89,8 +89,8 @@ def _add_product(acc, a, w, count):
 def _head(features, w1, b1, w2, b2, relu_features, hidden, out):
     # out (N, V) = relu(relu(features) W1 + b1) W2 + b2, features (N, F),
     # w1 (F, F_head), w2 (F_head, V).
-    n_batch, n_features = features.shape
-    n_hidden = w1.shape[1]
+    n_batch = features.shape[0]
+    n_features, n_hidden = w1.shape
     for n in range(n_batch):
         for f in range(n_features):
             a = features[n, f]
@@ -109,7 +109,8 @@ def _gated_pixel(rows, j, pad, taps, c_in, w_h, b_h, link, w_o, b_o,
                  w1, b1, w2, b2, pre, gated, relu_features, hidden, out):
     # One pixel (i, j) of the horizontal stack of every layer, then the head.
     # rows[l] (W + pad, N, C) holds the current row of the input of layer l
-    # (slot 0: the scaled image, slot l + 1: h_l), with ``pad`` zero columns
+    # (slot 0: the scaled image and any level embedding, slot l + 1: h_l, in
+    # its first F channels), with ``pad`` zero columns
     # on the left; link[l, :, j N + n] (2F,) is W_vh down(v_hat) + biases at
     # (i, j) of image n.
     # w_h (L, taps, C_in, 2F), w_o (L, F, F) as (in, out).
@@ -141,7 +142,8 @@ def _gated_pixel(rows, j, pad, taps, c_in, w_h, b_h, link, w_o, b_o,
                 gated[n, f] = t / (1.0 + np.exp(-pre[n, n_features + f]))
             # h' = h + W_o gated + b_o (no residual in the first layer).
             h_new = dst[pad + j, n]
-            h_new[:] = b_o[layer]
+            for f in range(n_features):
+                h_new[f] = b_o[layer, f]
             if layer > 0:
                 for f in range(n_features):
                     h_new[f] += src[pad + j, n, f]
@@ -313,7 +315,8 @@ class GatedCachedEngine(_Engine):
         n_layers = cfg["layers"]
         features = cfg["channels"]
         kernels = [cfg["first_kernel"]] + [cfg["kernel"]] * (n_layers - 1)
-        c_ins = [model.image_channels] + [features] * (n_layers - 1)
+        c_ins = [model.input_channels] + [features] * (n_layers - 1)
+        width_c = max(features, model.input_channels)  # channels of a row slot
         self.height, self.width = height, width
         self.kernels = kernels
         self.pad = max(k // 2 for k in kernels)
@@ -323,7 +326,7 @@ class GatedCachedEngine(_Engine):
         # Horizontal stack: W_h as (L, taps, C_in, 2F), zero beyond each
         # layer's own taps and channels; W_o as (L, F_in, F_out).
         two_f = 2 * features
-        self.w_h = np.zeros((n_layers, self.taps.max(), features, two_f), dtype)
+        self.w_h = np.zeros((n_layers, self.taps.max(), width_c, two_f), dtype)
         self.b_h = np.zeros((n_layers, two_f), dtype)
         self.w_o = np.zeros((n_layers, features, features), dtype)
         self.b_o = np.zeros((n_layers, features), dtype)
@@ -364,7 +367,7 @@ class GatedCachedEngine(_Engine):
         self.link = np.empty((n_layers, two_f, width * n_batch), dtype)
         for index, layer in enumerate(self.v_layers):
             self.link[index] = np.tile(layer[3], (1, width))
-        self.rows = np.zeros((n_layers + 1, width + self.pad, n_batch, features),
+        self.rows = np.zeros((n_layers + 1, width + self.pad, n_batch, width_c),
                              dtype)
         self.scratch = (np.empty((n_batch, two_f), dtype),
                         np.empty((n_batch, features), dtype),
@@ -381,14 +384,19 @@ class GatedCachedEngine(_Engine):
         return out.copy()
 
     def observe(self, x, i, j, c):
-        self.rows[0, self.pad + j, :, c] = _scale(x[:, c, i, j], self.model)
+        size = 1 + self.model.embedding
+        self.rows[0, self.pad + j, :, c * size:(c + 1) * size] = _inputs(
+            x[:, c, i, j], c, self.model)
 
     def row_done(self, x, i):
         # Row i is complete: every layer's v_hat of row i, the gated input of
         # the next layer, and the links into row i + 1.
         if i + 1 == self.height:
             return
-        v_row = _scale(x[:, :, i, :], self.model).transpose(1, 2, 0)  # (C, W, N)
+        model = self.model
+        v_row = np.stack([_inputs(x[:, c, i, :], c, model)
+                          for c in range(model.image_channels)])  # (C, N, W, 1+D)
+        v_row = v_row.transpose(0, 3, 2, 1).reshape(-1, self.width, x.shape[0])
         v_hat = self.v_hat
         shape = (v_hat.shape[0], self.width, -1)
         for index, (w_v, v_bias, w_vh, link_bias, (k_h, k_w)) in enumerate(
@@ -450,7 +458,7 @@ class PlainCachedEngine(_Engine):
         self.head = _HeadWeights(model, params)
 
         shape = (height + self.pad, width + 2 * self.pad)
-        self.x_map = np.zeros(shape + (n_batch, model.image_channels), dtype)
+        self.x_map = np.zeros(shape + (n_batch, model.input_channels), dtype)
         self.relu_h = np.zeros((n_blocks,) + shape + (n_batch, features), dtype)
         self.relu_a = np.zeros((n_blocks,) + shape + (n_batch, features), dtype)
         self.scratch = (np.empty((n_batch, features), dtype),
@@ -469,13 +477,20 @@ class PlainCachedEngine(_Engine):
         return out.copy()
 
     def observe(self, x, i, j, c):
-        self.x_map[i + self.pad, j + self.pad, :, c] = _scale(x[:, c, i, j],
-                                                              self.model)
+        size = 1 + self.model.embedding
+        self.x_map[i + self.pad, j + self.pad, :, c * size:(c + 1) * size] = \
+            _inputs(x[:, c, i, j], c, self.model)
 
 
-def _scale(values, model):
-    # The model's input scaling, the same expression as _ImageModel._scale.
-    return values.astype(model.dtype) * (2.0 / (model.levels - 1)) - 1.0
+def _inputs(values, c, model):
+    # The first layer's input channels of colour c for integer levels
+    # ``values`` (any shape): (..., 1 + D), the scaled value (the same
+    # expression as _ImageModel._scale) then the level's embedding, if any.
+    scaled = values.astype(model.dtype) * (2.0 / (model.levels - 1)) - 1.0
+    if not model.embedding:
+        return scaled[..., None]
+    table = model.params[model.embed.w_name][c]
+    return np.concatenate([scaled[..., None], table[values]], axis=-1)
 
 
 def make_engine(model, engine, n_batch, height, width, labels=None):

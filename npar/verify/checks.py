@@ -24,6 +24,7 @@ from npar.ops.activations import (
 )
 from npar.ops.conv2d import conv2d_backward, conv2d_forward
 from npar.ops.dense import dense_backward, dense_forward
+from npar.ops.embedding import embedding_backward, embedding_forward
 from npar.ops.masks import causal_mask, centred_padding, channel_groups
 from npar.ops.softmax import (
     softmax_cross_entropy_backward,
@@ -214,6 +215,15 @@ def _softmax_cross_entropy(rng):
                    {"logits": _normal(rng, 6, 7, scale=3.0)})
 
 
+@register("embedding", "level embedding: 7 levels, D = 3, every level read "
+          "at least once")
+def _embedding(rng):
+    codes = np.concatenate([np.arange(7), rng.integers(0, 7, size=17)])
+    codes = rng.permutation(codes).reshape(2, 3, 4)
+    forward = functools.partial(embedding_forward, codes)
+    return Problem(forward, embedding_backward, {"table": _normal(rng, 7, 3)})
+
+
 @register("shift_down", "one-row down-shift between the vertical and "
           "horizontal stacks")
 def _shift_down(rng):
@@ -303,7 +313,8 @@ def _pixelcnn_model(kind, image_channels, rng, **extra):
     cls = GatedPixelCNN if kind == "gated" else PixelCNN
     config = cls.default_config()
     config.update(image_channels=image_channels, channels=6, layers=2, kernel=3,
-                  first_kernel=3, head_channels=12, levels=4, **extra)
+                  first_kernel=3, head_channels=12, levels=4)
+    config.update(extra)
     model = cls(config, seed=int(rng.integers(2**31))).astype(np.float64)
     return model
 
@@ -342,6 +353,20 @@ def _gated_pixelcnn_classes(rng):
 def _gated_pixelcnn_input(rng):
     model = _pixelcnn_model("gated", 3, rng)
     return model_input_problem(model, rng.uniform(-1, 1, size=(2, 3, 4, 4)))
+
+
+@register("gated_pixelcnn.embedding", "Gated PixelCNN, RGB, with a level "
+          "embedding (D = 2): all parameters, the tables included")
+def _gated_pixelcnn_embedding(rng):
+    model = _pixelcnn_model("gated", 3, rng, embedding=2)
+    return model_logits_problem(model, _images(rng, model, 2, 4, 4))
+
+
+@register("pixelcnn.embedding", "PixelCNN, grey, with a level embedding "
+          "(D = 3): all parameters through loss_and_grads")
+def _pixelcnn_embedding(rng):
+    model = _pixelcnn_model("plain", 1, rng, embedding=3)
+    return model_loss_problem(model, _images(rng, model, 2, 4, 4))
 
 
 @register("pixelcnn", "PixelCNN, 2 residual blocks, grey: all parameters "

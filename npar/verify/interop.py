@@ -75,6 +75,8 @@ def _gated_layer_pairs(config):
             yield f"l{index}.{npar_part}", f"layers.{index}.{torch_part}", False
     yield "head1", "head1", True
     yield "head2", "head2", True
+    if config.get("embedding"):
+        yield "embed", "embed", False
 
 
 def _plain_layer_pairs(config):
@@ -84,6 +86,8 @@ def _plain_layer_pairs(config):
         yield f"l{index}.b", f"blocks.{index - 1}.conv_b", False
     yield "head1", "head1", True
     yield "head2", "head2", True
+    if config.get("embedding"):
+        yield "embed", "embed", False
 
 
 def _wavenet_layer_pairs(config):
@@ -251,6 +255,10 @@ def infer_config(kind, state_dict, given=None):
         config = dict(image_channels=int(first[1]), channels=int(first[0]),
                       layers=layers, kernel=int(later[3]),
                       first_kernel=int(first[3]))
+    if "embed.weight" in state_dict:  # (C, V, D): the first layer reads C (1 + D)
+        table = state_dict["embed.weight"].shape
+        config["image_channels"] = int(table[0])
+        config["embedding"] = int(table[2])
     config["head_channels"] = int(head1[0])
     config["levels"] = int(head2[0]) // config["image_channels"]
     config.update(given)
@@ -540,7 +548,8 @@ def julia_conv_reference(x, u, pad=(0, 0, 0, 0), dilation=(1, 1),
 def to_julia(model, flipped=True):
     """``model``'s parameters for a Julia model: PyTorch names, every
     kernel through :func:`to_julia_kernel`, biases unchanged."""
-    return {name: to_julia_kernel(value, flipped) if value.ndim >= 3 else value
+    return {name: to_julia_kernel(value, flipped)
+            if value.ndim >= 3 and name != "embed.weight" else value
             for name, value in to_state_dict(model).items()}
 
 

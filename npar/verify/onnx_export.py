@@ -231,6 +231,8 @@ def to_onnx(model, input_type="uint8", opset=DEFAULT_OPSET):
         elem_type = onnx.TensorProto.UINT8
     else:
         x, elem_type = "x", onnx.TensorProto.FLOAT
+    if model.embedding:
+        x = _level_embedding(g, onnx, model, x, input_type)
     y, classes = None, model.config.get("classes", 0)
     if classes:
         depth = g.const("depth", np.array(classes, np.int64))
@@ -256,6 +258,28 @@ def to_onnx(model, input_type="uint8", opset=DEFAULT_OPSET):
     outputs = [helper.make_tensor_value_info(
         "logits", onnx.TensorProto.FLOAT, ["N", channels, "H", "W", levels])]
     return _finish(onnx, helper, g, model, inputs, outputs, input_type, opset)
+
+
+def _level_embedding(g, onnx, model, scaled, input_type):
+    # (N, C, H, W) scaled levels -> the first layer's input (N, C (1 + D), H,
+    # W): per colour its scaled value, then Gather of its level's table row.
+    if input_type != "uint8":
+        raise ValueError(
+            f"a model with a level embedding (embedding={model.embedding}) reads "
+            f"its table by level: export it with input_type='uint8', got "
+            f"{input_type!r}")
+    codes = g.op("Cast", ["x"], to=onnx.TensorProto.INT64, stem="codes")
+    table = model.params[model.embed.w_name].astype(np.float32)  # (C, V, D)
+    parts = []
+    for c in range(model.image_channels):
+        parts.append(g.op("Gather", [scaled, g.const("colour", np.array([c]))],
+                          axis=1))  # (N, 1, H, W)
+        codes_c = g.op("Gather", [codes, g.const("colour", np.array(c))],
+                       axis=1)  # (N, H, W)
+        rows = g.op("Gather", [g.const("embed", table[c]), codes_c],
+                    axis=0)  # (N, H, W, D)
+        parts.append(g.op("Transpose", [rows], perm=[0, 3, 1, 2]))
+    return g.op("Concat", parts, axis=1, stem="inputs")
 
 
 def _finish(onnx, helper, g, model, inputs, outputs, input_type, opset):

@@ -106,15 +106,42 @@ def _shift_down(x):
     return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
 
 
+class LevelEmbedding(nn.Module):
+    """A learned ``D``-vector per level and colour, ``weight`` ``(C, V, D)``,
+    read beside each scaled value: colour ``c`` becomes the channels
+    ``[scaled x_c, weight[c, x_c]]``, colours in order."""
+
+    def __init__(self, colours, levels, dim, dtype):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(colours, levels, dim, dtype=dtype))
+
+    def forward(self, x, scaled):
+        """Integer ``x`` and its scaled floats, each ``(N, C, H, W)`` ->
+        ``(N, C (1 + D), H, W)``."""
+        x = x.long()
+        parts = []
+        for c in range(self.weight.shape[0]):
+            parts.append(scaled[:, c:c + 1])
+            parts.append(self.weight[c][x[:, c]].permute(0, 3, 1, 2))
+        return torch.cat(parts, dim=1)
+
+
 class _ImageModule(nn.Module):
-    """Scaling of the input and the two 1x1 output convolutions."""
+    """Scaling of the input (and the level embedding, if any) and the two
+    1x1 output convolutions."""
 
     def __init__(self, config, dtype):
         super().__init__()
         self.config = dict(config)
         self.image_channels = config["image_channels"]
         self.levels = config["levels"]
+        self.embedding = config.get("embedding", 0)
         groups = self.image_channels
+        # Channels of the first layer's input, per colour the scaled value and
+        # its embedding.
+        self.input_channels = groups * (1 + self.embedding)
+        if self.embedding:
+            self.embed = LevelEmbedding(groups, self.levels, self.embedding, dtype)
         features, hidden = config["channels"], config["head_channels"]
         out = groups * self.levels
         masked = groups > 1
@@ -133,6 +160,15 @@ class _ImageModule(nn.Module):
         """Integer images ``(N, C, H, W)`` -> floats in ``[-1, 1]``."""
         x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
         return x.to(self.head1.weight.dtype) * (2.0 / (self.levels - 1)) - 1.0
+
+    def inputs(self, x):
+        """Integer images ``(N, C, H, W)`` -> the first layer's input, the
+        scaled values with each level's embedding beside it (if any)."""
+        scaled = self.scale(x)
+        if not self.embedding:
+            return scaled
+        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+        return self.embed(x, scaled)
 
     def head(self, features):
         """``(N, F, H, W)`` -> logits ``(N, C, H, W, V)``."""
@@ -207,7 +243,7 @@ class TorchGatedPixelCNN(_ImageModule):
         for index in range(config["layers"]):
             first = index == 0
             self.layers.append(GatedLayer(
-                groups if first else width, width,
+                self.input_channels if first else width, width,
                 config["first_kernel"] if first else config["kernel"],
                 "A" if first else "B", groups, residual=not first, dtype=dtype,
                 classes=self.classes))
@@ -215,7 +251,7 @@ class TorchGatedPixelCNN(_ImageModule):
     def forward(self, x, labels=None):
         """Integer images ``(N, C, H, W)`` (and ``(N,)`` class ``labels`` for a
         class-conditional model) -> logits ``(N, C, H, W, V)``."""
-        v = h = self.scale(x)
+        v = h = self.inputs(x)
         y = None
         if self.classes:
             if labels is None:
@@ -257,9 +293,11 @@ class TorchPlainPixelCNN(_ImageModule):
         super().__init__(config, dtype)
         groups, width = self.image_channels, config["channels"]
         k0 = config["first_kernel"]
-        mask = raster_mask(width, groups, (k0, k0), (k0 // 2, k0 // 2), "A",
-                           colour_groups(width, groups), np.arange(groups))
-        self.conv_in = MaskedConv2d(groups, width, (k0, k0), (k0 // 2,) * 4, mask,
+        c_in = self.input_channels
+        mask = raster_mask(width, c_in, (k0, k0), (k0 // 2, k0 // 2), "A",
+                           colour_groups(width, groups),
+                           colour_groups(c_in, groups))
+        self.conv_in = MaskedConv2d(c_in, width, (k0, k0), (k0 // 2,) * 4, mask,
                                     dtype=dtype)
         self.blocks = nn.ModuleList(
             [ResidualBlock(width, config["kernel"], groups, dtype)
@@ -267,7 +305,7 @@ class TorchPlainPixelCNN(_ImageModule):
 
     def forward(self, x):
         """Integer images ``(N, C, H, W)`` -> logits ``(N, C, H, W, V)``."""
-        h = self.conv_in(self.scale(x))
+        h = self.conv_in(self.inputs(x))
         for block in self.blocks:
             h = block(h)
         return self.head(h)
