@@ -113,6 +113,32 @@ def test_parameter_count_and_layout():
     assert plain.params["l0.v.w"].shape[1] == 1
 
 
+@pytest.mark.parametrize("cls", [GatedPixelCNN, PixelCNN])
+def test_an_empty_batch_gives_empty_logits(cls):
+    model = model_with_embedding(cls, image_channels=3, embedding=2)
+    logits = model.logits(np.zeros((0, 3, 5, 5), np.uint8))
+    assert logits.shape == (0, 3, 5, 5, 8)
+
+
+def test_a_numpy_integer_embedding_is_stored_as_int(tmp_path):
+    config = dict(GatedPixelCNN.default_config(), embedding=np.int64(2))
+    model = GatedPixelCNN(config)
+    assert type(model.config["embedding"]) is int
+    npar.save(model, str(tmp_path / "m.npz"))
+    assert npar.load(str(tmp_path / "m.npz")).embedding == 2
+
+
+def test_a_foreign_table_of_the_wrong_rank_is_named():
+    from npar.verify import interop
+
+    model = model_with_embedding(GatedPixelCNN, levels=16)
+    state_dict = interop.to_state_dict(model)
+    state_dict["embed.weight"] = state_dict["embed.weight"][0]
+    with pytest.raises(ValueError, match=r"embed.weight must have shape "
+                       r"\(C, V, D\).*got \(16, 3\)"):
+        interop.from_state_dict(state_dict)
+
+
 def test_bad_embedding_config():
     config = GatedPixelCNN.default_config()
     for bad in (-1, 2.5, True, "8"):

@@ -92,6 +92,8 @@ class _ImageModel:
             raise ValueError(
                 f"embedding must be an integer >= 0 (0: none), got {embedding!r}")
         self.embedding = int(embedding)
+        if "embedding" in self.config:  # a plain int, as the JSON header needs
+            self.config["embedding"] = self.embedding
         # Channels of the first layer's input: per colour, the scaled value
         # and its level's D-vector (colour c in block c, as the masks read).
         self.input_channels = self.image_channels * (1 + self.embedding)
@@ -159,7 +161,7 @@ class _ImageModel:
             return scaled, None
         vectors, cache = self.embed.forward(params, x)  # (C, D, N, H, W)
         inputs = np.concatenate([scaled[:, None], vectors], axis=1)
-        return inputs.reshape((-1,) + scaled.shape[1:]), cache
+        return inputs.reshape((self.input_channels,) + scaled.shape[1:]), cache
 
     def _input_backward(self, params, dx, cache):
         # dx of the first layer's input -> (embedding grads, d scaled value).
@@ -308,7 +310,9 @@ class _ImageModel:
         over the batch) with respect to the scaled input, ``(N, C, H, W)``.
 
         A causal model has zero gradient at every input position at or after
-        ``(row, column)`` in raster order (and at later colours of it)."""
+        ``(row, column)`` in raster order (and at later colours of it). With
+        a level embedding this is the gradient of the scaled value only; the
+        embedding's path is seen by perturbing the levels."""
         check_images(x, self.image_channels, self.levels)
         logits, cache = self.forward(self.params, x)
         n_batch, _, height, width = x.shape
@@ -352,7 +356,9 @@ class GatedPixelCNN(_ImageModel):
     width ``F``, a multiple of ``image_channels``), ``layers`` (number of
     gated layers, the first of mask type A), ``kernel`` (odd ``K`` of the
     later layers), ``first_kernel`` (odd ``K`` of the first layer),
-    ``head_channels``, ``levels`` (V) and ``classes`` (0: unconditional).
+    ``head_channels``, ``levels`` (V), ``classes`` (0: unconditional) and
+    ``embedding`` (D: the first layer also reads a learned D-vector per input
+    level, :mod:`npar.ops.embedding`; 0 or absent: none).
 
     One gated layer, with ``v`` and ``h`` the two stacks, ``*`` a
     convolution and ``down`` the one-row shift:

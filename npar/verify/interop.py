@@ -257,6 +257,10 @@ def infer_config(kind, state_dict, given=None):
                       first_kernel=int(first[3]))
     if "embed.weight" in state_dict:  # (C, V, D): the first layer reads C (1 + D)
         table = state_dict["embed.weight"].shape
+        if len(table) != 3:
+            raise ValueError(
+                f"embed.weight must have shape (C, V, D) (colours, levels, "
+                f"embedding size), got {tuple(table)}")
         config["image_channels"] = int(table[0])
         config["embedding"] = int(table[2])
     config["head_channels"] = int(head1[0])
