@@ -106,6 +106,18 @@ def _shift_down(x):
     return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
 
 
+def embed_levels(codes, scaled, table):
+    """Integer levels ``codes`` and their scaled floats, each ``(N, C, H,
+    W)``, and a table ``(C, V, D)`` -> ``(N, C (1 + D), H, W)``: per colour
+    ``c`` the channels ``[scaled x_c, table[c, x_c]]``, colours in order."""
+    codes = codes.long()
+    parts = []
+    for c in range(table.shape[0]):
+        parts.append(scaled[:, c:c + 1])
+        parts.append(table[c][codes[:, c]].permute(0, 3, 1, 2))
+    return torch.cat(parts, dim=1)
+
+
 class LevelEmbedding(nn.Module):
     """A learned ``D``-vector per level and colour, ``weight`` ``(C, V, D)``,
     read beside each scaled value: colour ``c`` becomes the channels
@@ -117,13 +129,8 @@ class LevelEmbedding(nn.Module):
 
     def forward(self, x, scaled):
         """Integer ``x`` and its scaled floats, each ``(N, C, H, W)`` ->
-        ``(N, C (1 + D), H, W)``."""
-        x = x.long()
-        parts = []
-        for c in range(self.weight.shape[0]):
-            parts.append(scaled[:, c:c + 1])
-            parts.append(self.weight[c][x[:, c]].permute(0, 3, 1, 2))
-        return torch.cat(parts, dim=1)
+        ``(N, C (1 + D), H, W)`` (:func:`embed_levels`)."""
+        return embed_levels(x, scaled, self.weight)
 
 
 class _ImageModule(nn.Module):

@@ -66,10 +66,9 @@ class TorchPixelCNN(torch.nn.Module):
         codes = torch.as_tensor(np.asarray(x)).long()
         x = codes.to(dtype) * (2.0 / (model.levels - 1)) - 1
         if model.embedding:
-            # Per colour: the scaled value, then its level's row of the table.
-            table = p[model.embed.w_name]
-            x = torch.cat([part for c in range(x.shape[1]) for part in (
-                x[:, c:c + 1], table[c][codes[:, c]].permute(0, 3, 1, 2))], dim=1)
+            from npar.verify.torch_modules import embed_levels
+
+            x = embed_levels(codes, x, p[model.embed.w_name])
         if model.kind == "gated_pixelcnn":
             v = h = x
             for index, (v_conv, h_conv, v_to_h, h_out) in enumerate(model.stack):
